@@ -1,0 +1,335 @@
+"""Typed, frozen configuration: TOML in, dict out.
+
+One TOML file per experiment (``configs/*.toml``); ``--set a.b=v`` overrides on the command line.
+Unknown keys and invalid values raise :class:`ConfigError` naming the dotted key, e.g.
+``model.hiden: unknown key (known: causal, hidden, ...)``.
+
+Every section is a frozen dataclass so a resolved config can be embedded in checkpoints as a
+plain dict and compared for equality.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+from .errors import ConfigError
+
+SURROGATES = ("ste", "ste_clipped", "sigmoid", "stochastic")
+USAGE_MODES = ("global", "per_block")
+
+
+def _check(cond: bool, key: str, msg: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {msg}")
+
+
+@dataclass(frozen=True)
+class STFTConfig:
+    """Short-time Fourier transform. 16 kHz, 512-point Hann, hop 256 (SPEC §1)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop: int = 256
+
+    def validate(self, p: str = "stft") -> None:
+        _check(self.sample_rate > 0, f"{p}.sample_rate", "must be positive")
+        _check(self.n_fft >= 16 and self.n_fft % 2 == 0, f"{p}.n_fft", "must be even and >= 16")
+        _check(0 < self.hop <= self.n_fft // 2, f"{p}.hop",
+               "must be in (0, n_fft/2] so that the Hann window overlaps")
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2 + 1
+
+    @property
+    def frames_per_second(self) -> float:
+        return self.sample_rate / self.hop
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Conv-FSENet widths (SPEC §1). ``residual`` is B, ``hidden`` is H."""
+
+    residual: int = 128
+    hidden: int = 256
+    kernel: int = 3
+    stacks: int = 3
+    dilations: tuple[int, ...] = (1, 2, 4)
+    causal: bool = True
+    # [decided] Exponent applied to |spec| before the front-end. 1.0 = raw magnitude, as the
+    # backbone is described; < 1 compresses the dynamic range (MAC-free), see docs/decisions.md.
+    feature_compress: float = 1.0
+
+    def validate(self, p: str = "model") -> None:
+        for k in ("residual", "hidden", "kernel", "stacks"):
+            _check(getattr(self, k) > 0, f"{p}.{k}", "must be a positive integer")
+        _check(self.kernel % 2 == 1, f"{p}.kernel", "must be odd (centred padding when non-causal)")
+        _check(len(self.dilations) > 0 and all(d > 0 for d in self.dilations), f"{p}.dilations",
+               "must be a non-empty list of positive integers")
+        _check(0 < self.feature_compress <= 1.0, f"{p}.feature_compress", "must be in (0, 1]")
+
+    @property
+    def n_blocks(self) -> int:
+        return self.stacks * len(self.dilations)
+
+    def block_dilations(self) -> list[int]:
+        return [d for _ in range(self.stacks) for d in self.dilations]
+
+
+@dataclass(frozen=True)
+class GateConfig:
+    """The DynCP gate (SPEC §2). ``enabled = false`` gives the static twin."""
+
+    enabled: bool = True
+    pool: int = 4            # L, moving-average length in frames [decided]
+    reduction: int = 16      # R, width of the score stack [decided]
+    surrogate: str = "ste_clipped"
+    beta: float = 4.0        # slope of the sigmoid surrogate
+    noise: float = 1.0       # scale of the logistic noise of the "stochastic" surrogate
+    min_active: int = 0      # floor: at least this many channels per block and frame stay on
+    init_bias: float = 0.5   # gates start open: last layer bias (SPEC §3a)
+    init_scale: float = 0.01  # ... and its weights scaled down
+
+    def validate(self, p: str = "gate") -> None:
+        _check(self.pool >= 1, f"{p}.pool", "must be >= 1")
+        _check(self.reduction >= 1, f"{p}.reduction", "must be >= 1")
+        _check(self.surrogate in SURROGATES, f"{p}.surrogate",
+               f"must be one of {', '.join(SURROGATES)}, got {self.surrogate!r}")
+        _check(self.beta > 0, f"{p}.beta", "must be positive")
+        _check(self.noise >= 0, f"{p}.noise", "must be >= 0")
+        _check(self.min_active >= 0, f"{p}.min_active", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """L = L_SE + usage_weight * L_DCP (SPEC §2-3)."""
+
+    compress: float = 0.3     # c, power-law exponent
+    mix: float = 0.3          # alpha, weight of the complex term
+    si_sdr_weight: float = 0.0
+    prune_target: float = 0.75  # Phi_trgt: fraction of gated channels omitted on average
+    usage_weight: float = 5.0   # lambda
+    usage_mode: str = "global"
+
+    def validate(self, p: str = "loss") -> None:
+        _check(0 < self.compress <= 1, f"{p}.compress", "must be in (0, 1]")
+        _check(0 <= self.mix <= 1, f"{p}.mix", "must be in [0, 1]")
+        _check(self.si_sdr_weight >= 0, f"{p}.si_sdr_weight", "must be >= 0")
+        _check(0 <= self.prune_target < 1, f"{p}.prune_target", "must be in [0, 1)")
+        _check(self.usage_weight >= 0, f"{p}.usage_weight", "must be >= 0")
+        _check(self.usage_mode in USAGE_MODES, f"{p}.usage_mode",
+               f"must be one of {', '.join(USAGE_MODES)}, got {self.usage_mode!r}")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where training data comes from.
+
+    ``train`` is a data spec: ``builtin`` (the offline eSpeak NG corpus), ``voicebank:ROOT``,
+    ``pairs:DIR`` (noisy/ and clean/ folders) or ``mix:SPEECH_DIR,NOISE_DIR`` (on-the-fly mixing).
+    """
+
+    train: str = "builtin"
+    valid: str = ""            # empty: derived from ``train`` (held-out split)
+    segment_seconds: float = 4.0
+    snr_min: float = -5.0
+    snr_max: float = 20.0
+    builtin_train: int = 400   # utterances in the built-in corpus splits
+    builtin_valid: int = 40
+    builtin_test: int = 40
+    cache_dir: str = ""        # empty: $DYNCP_CACHE or ~/.cache/dyncp
+    valid_files: int = 0       # 0: every validation file
+    skip_bad: bool = False     # skip (and count) unreadable/unpaired files instead of failing
+    seed: int = 1234
+
+    def validate(self, p: str = "data") -> None:
+        _check(bool(self.train), f"{p}.train", "must name a data spec (e.g. builtin)")
+        _check(self.segment_seconds > 0, f"{p}.segment_seconds", "must be positive")
+        _check(self.snr_min <= self.snr_max, f"{p}.snr_min", "must be <= data.snr_max")
+        for k in ("builtin_train", "builtin_valid", "builtin_test"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+        _check(self.valid_files >= 0, f"{p}.valid_files", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 16
+    lr: float = 1e-3
+    lr_decay: float = 0.98     # multiplied into lr after every epoch
+    weight_decay: float = 0.0
+    epochs: int = 100
+    steps_per_epoch: int = 0   # 0: one pass over the training set
+    grad_clip: float = 5.0
+    ramp_fraction: float = 0.3  # Phi_trgt ramps 0 -> target over this share of all steps
+    seed: int = 0
+    num_workers: int = 0
+    threads: int = 0           # torch intra-op threads; 0 = leave torch's default
+
+    def validate(self, p: str = "train") -> None:
+        for k in ("batch_size", "epochs"):
+            _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
+        _check(self.lr > 0, f"{p}.lr", "must be positive")
+        _check(0 < self.lr_decay <= 1, f"{p}.lr_decay", "must be in (0, 1]")
+        _check(self.steps_per_epoch >= 0, f"{p}.steps_per_epoch", "must be >= 0")
+        _check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0 (0 disables)")
+        _check(0 <= self.ramp_fraction <= 1, f"{p}.ramp_fraction", "must be in [0, 1]")
+        _check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
+        _check(self.threads >= 0, f"{p}.threads", "must be >= 0")
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str = "paper"
+    stft: STFTConfig = field(default_factory=STFTConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            v = getattr(self, f.name)
+            if dataclasses.is_dataclass(v):
+                v.validate(f.name)
+        _check(self.gate.min_active <= self.model.hidden, "gate.min_active",
+               f"must be <= model.hidden ({self.model.hidden})")
+
+    # -- conversion ---------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict of builtins (tuples become lists), safe for TOML/JSON/checkpoints."""
+        return _to_plain(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if not isinstance(d, dict):
+            raise ConfigError(f"config: expected a table/dict, got {type(d).__name__}")
+        return _build(cls, d, "")
+
+    def replace(self, **sections: Any) -> "Config":
+        return dataclasses.replace(self, **sections)
+
+    def to_toml(self) -> str:
+        return _dump_toml(self.to_dict())
+
+
+def _to_plain(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_to_plain(v) for v in x]
+    return x
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = get_origin(typ)
+    if origin is tuple:
+        (inner, *_rest) = get_args(typ)
+        _check(isinstance(value, (list, tuple)), key, f"expected a list, got {value!r}")
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if typ is bool:
+        _check(isinstance(value, bool), key, f"expected true/false, got {value!r}")
+        return value
+    if typ is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key,
+               f"expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
+               f"expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        _check(isinstance(value, str), key, f"expected a string, got {value!r}")
+        return value
+    raise ConfigError(f"{key}: unsupported type {typ}")  # pragma: no cover
+
+
+def _build(cls: type, d: dict[str, Any], prefix: str) -> Any:
+    hints = get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if k not in known:
+            raise ConfigError(f"{key}: unknown key (known: {', '.join(sorted(known))})")
+        typ = hints[k]
+        if dataclasses.is_dataclass(typ):
+            _check(isinstance(v, dict), key, f"expected a table, got {v!r}")
+            kwargs[k] = _build(typ, v, f"{key}.")
+        else:
+            kwargs[k] = _coerce(v, typ, key)
+    try:
+        return cls(**kwargs)
+    except ConfigError:
+        raise
+    except TypeError as e:  # pragma: no cover - defensive
+        raise ConfigError(f"{prefix or 'config'}: {e}") from e
+
+
+def _parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``--set key=value`` as a TOML value; bare words are strings."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(d: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``a.b=v`` overrides to a nested dict (copied). Unknown keys are caught later."""
+    out = _to_plain(d)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r}: expected KEY=VALUE, e.g. gate.pool=4")
+        key, text = item.split("=", 1)
+        key = key.strip()
+        parts = key.split(".")
+        if not all(parts):
+            raise ConfigError(f"override {item!r}: empty key part")
+        node = out
+        for p in parts[:-1]:
+            nxt = node.setdefault(p, {})
+            if not isinstance(nxt, dict):
+                raise ConfigError(f"{key}: {p} is a value, not a table")
+            node = nxt
+        node[parts[-1]] = _parse_value(text.strip())
+    return out
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load a TOML file (or the defaults when ``path`` is None) and apply ``--set`` overrides."""
+    d: dict[str, Any] = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            d = tomllib.loads(p.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{p}: not valid TOML ({e})") from e
+        d.setdefault("name", p.stem)
+    return Config.from_dict(apply_overrides(d, overrides))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def _dump_toml(d: dict[str, Any]) -> str:
+    lines = [f"{k} = {_toml_value(v)}" for k, v in d.items() if not isinstance(v, dict)]
+    for k, v in d.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{k}]")
+            lines.extend(f"{kk} = {_toml_value(vv)}" for kk, vv in v.items())
+    return "\n".join(lines) + "\n"

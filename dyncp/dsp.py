@@ -1,0 +1,56 @@
+"""STFT front end shared by training, evaluation and inference. Pure functions.
+
+Conventions (SPEC §1): periodic Hann window of ``n_fft`` samples, hop ``hop``, ``center=True``
+with *zero* ("constant") padding of ``n_fft // 2`` on both sides, so that frame ``t`` covers
+samples ``[t*hop - n_fft/2, t*hop + n_fft/2)``. Zero padding (not reflect) is what lets a
+frame-by-frame streamer reproduce the offline STFT exactly.
+
+Shapes: ``wav`` [B, N] (float, samples), ``spec`` [B, F, T] complex with F = n_fft/2 + 1 and
+T = N // hop + 1 frames.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import STFTConfig
+from .errors import AudioError
+
+
+def window(cfg: STFTConfig, device: torch.device | None = None,
+           dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Periodic Hann window [n_fft]."""
+    return torch.hann_window(cfg.n_fft, periodic=True, device=device, dtype=dtype)
+
+
+def n_frames(n_samples: int, cfg: STFTConfig) -> int:
+    """Number of STFT frames for a signal of ``n_samples`` samples."""
+    return n_samples // cfg.hop + 1
+
+
+def stft(wav: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
+    """[B, N] or [N] float waveform -> [B, F, T] (or [F, T]) complex spectrum."""
+    if wav.dim() not in (1, 2):
+        raise AudioError(f"stft expects a waveform of shape [N] or [B, N], got {tuple(wav.shape)}")
+    if wav.shape[-1] == 0:
+        raise AudioError("stft got an empty waveform (0 samples)")
+    return torch.stft(wav, n_fft=cfg.n_fft, hop_length=cfg.hop, win_length=cfg.n_fft,
+                      window=window(cfg, wav.device, wav.dtype), center=True,
+                      pad_mode="constant", return_complex=True)
+
+
+def istft(spec: torch.Tensor, cfg: STFTConfig, length: int | None = None) -> torch.Tensor:
+    """[B, F, T] complex -> [B, length] waveform (weighted overlap-add, window-square normalised)."""
+    if spec.dim() not in (2, 3) or not spec.is_complex():
+        raise AudioError(f"istft expects a complex [B, F, T] spectrum, got {tuple(spec.shape)} "
+                         f"{spec.dtype}")
+    real_dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
+    return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop, win_length=cfg.n_fft,
+                       window=window(cfg, spec.device, real_dtype), center=True, length=length)
+
+
+def frame_energy_db(wav: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
+    """Energy per STFT frame in dB, [B, T] (or [T]); used for speech/non-speech splits."""
+    spec = stft(wav, cfg)
+    e = spec.abs().pow(2).sum(dim=-2)
+    return 10.0 * torch.log10(e + 1e-12)

@@ -1,0 +1,21 @@
+"""Exceptions raised by the library. Only the CLI turns them into messages and exit codes."""
+
+
+class DyncpError(Exception):
+    """Base class of every error dyncp raises on purpose."""
+
+
+class ConfigError(DyncpError, ValueError):
+    """A configuration key is unknown, or its value is invalid. The message names the key."""
+
+
+class CheckpointError(DyncpError):
+    """A checkpoint file is missing, truncated, of the wrong format/version, or unsafe."""
+
+
+class AudioError(DyncpError, ValueError):
+    """Audio input is unusable: wrong shape, sample rate, NaN/Inf, empty or unreadable file."""
+
+
+class DataError(DyncpError):
+    """A dataset folder is missing, empty, or its noisy/clean files do not pair up."""

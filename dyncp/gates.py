@@ -1,0 +1,114 @@
+"""The paper's contribution: the DynCP gate (SPEC §2).
+
+One gate per residual block decides, frame by frame, which of the block's ``H`` hidden channels
+are computed. It has three parts:
+
+1. pooling ``P``: a moving average of the block input ``h`` over the last ``L`` frames (causal)
+   or ``L`` frames around ``t`` (non-causal);
+2. a score stack ``PW(B->R) -> ReLU -> PW(R->H)``: one raw score per gated channel;
+3. binarisation ``H``: a Heaviside step, channel kept where score > 0, trained through a
+   surrogate gradient.
+
+Everything here is either a pure function or a module that holds only weights.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import SURROGATES, GateConfig
+
+
+def pool_padding(pool: int, causal: bool) -> tuple[int, int]:
+    """(left, right) zero padding in frames of the moving average. [decided] For an even
+    ``pool`` the non-causal window leans one frame towards the future."""
+    if causal:
+        return pool - 1, 0
+    left = (pool - 1) // 2
+    return left, pool - 1 - left
+
+
+def moving_average(h: torch.Tensor, pool: int, causal: bool) -> torch.Tensor:
+    """[B, C, T] -> [B, C, T]: mean over ``pool`` frames, zeros before the start (and after the
+    end when non-causal). Zero padding keeps the streaming cache trivial: ``pool - 1`` frames."""
+    if pool == 1:
+        return h
+    left, right = pool_padding(pool, causal)
+    return F.avg_pool1d(F.pad(h, (left, right)), kernel_size=pool, stride=1)
+
+
+def heaviside(scores: torch.Tensor, surrogate: str = "ste_clipped", beta: float = 4.0) -> torch.Tensor:
+    """Binary step ``(scores > 0)`` whose backward pass is a surrogate gradient.
+
+    The forward value is exactly 0.0 or 1.0: ``hard + (soft - soft.detach())`` adds an exact
+    zero. Its derivative is that of ``soft``:
+
+    - ``ste``: identity, gradient 1 everywhere;
+    - ``ste_clipped`` (and ``stochastic``): gradient 1 on |s| < 1, else 0;
+    - ``sigmoid``: beta * sigma(beta s) * (1 - sigma(beta s)).
+    """
+    hard = (scores > 0).to(scores.dtype)
+    if not scores.requires_grad:
+        return hard
+    if surrogate == "ste":
+        soft = scores
+    elif surrogate in ("ste_clipped", "stochastic"):
+        soft = scores.clamp(-1.0, 1.0)
+    elif surrogate == "sigmoid":
+        soft = torch.sigmoid(beta * scores)
+    else:
+        raise ValueError(f"unknown surrogate {surrogate!r}; choose from {', '.join(SURROGATES)}")
+    return hard + (soft - soft.detach())
+
+
+def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> torch.Tensor:
+    """Keep at least ``min_active`` channels per frame: the top-scoring ones are forced on.
+
+    [decided] SPEC §3a saw whole deep blocks switch off under the global usage loss; the floor is
+    the guard. The forced channels keep the surrogate gradient of their own score.
+    """
+    if min_active <= 0:
+        return mask
+    kth = scores.detach().topk(min_active, dim=1).values[:, -1:, :]  # [B, 1, T]
+    forced = (scores.detach() >= kth).to(mask.dtype)
+    # Where forced, replace the hard value by 1 but keep mask's gradient path.
+    return mask + forced * (1.0 - mask.detach())
+
+
+class Gate(nn.Module):
+    """Per-block gate: [B, in_ch, T] block input -> binary mask [B, out_ch, T].
+
+    MACs per frame (bias/activation/pooling excluded): ``in_ch*R + R*out_ch``.
+    """
+
+    def __init__(self, in_ch: int, out_ch: int, cfg: GateConfig, causal: bool) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.causal = causal
+        self.score1 = nn.Conv1d(in_ch, cfg.reduction, 1)
+        self.score2 = nn.Conv1d(cfg.reduction, out_ch, 1)
+        # Gates start open and inside the clipped surrogate's window (SPEC §3a): the gate reads the
+        # unnormalised residual stream, so default scores could sit where no gradient passes.
+        with torch.no_grad():
+            self.score2.weight.mul_(cfg.init_scale)
+            self.score2.bias.fill_(cfg.init_bias)
+
+    def scores(self, h: torch.Tensor) -> torch.Tensor:
+        """Raw scores [B, out_ch, T] (no noise, no step)."""
+        pooled = moving_average(h, self.cfg.pool, self.causal)
+        return self.score2(F.relu(self.score1(pooled)))
+
+    def binarize(self, scores: torch.Tensor) -> torch.Tensor:
+        """Scores -> binary mask with the configured surrogate, noise (training only) and floor."""
+        cfg = self.cfg
+        s = scores
+        if cfg.surrogate == "stochastic" and self.training and cfg.noise > 0:
+            u = torch.rand_like(s).clamp_(1e-6, 1 - 1e-6)
+            s = s + cfg.noise * (torch.log(u) - torch.log1p(-u))  # logistic noise
+        mask = heaviside(s, cfg.surrogate, cfg.beta)
+        return apply_floor(mask, s, cfg.min_active)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.binarize(self.scores(h))

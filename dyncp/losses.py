@@ -1,0 +1,106 @@
+"""Loss math (SPEC §2-3). Pure functions on tensors.
+
+- :func:`spectral_loss`: power-law-compressed complex spectral MSE on the re-STFT of the output
+  waveform, both signals normalised by the clean signal's active-speech level;
+- :func:`si_sdr` / :func:`si_sdr_loss`: scale-invariant SDR in dB;
+- :func:`pruning_ratio` and :func:`usage_loss`: the DynCP auxiliary loss L_DCP, global
+  ``(Phi - Phi_trgt)^2`` or per block ``mean_b (Phi_b - Phi_trgt)^2``.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .config import LossConfig, STFTConfig
+from .dsp import stft
+
+
+def active_level(wav: torch.Tensor, cfg: STFTConfig, floor_db: float = 40.0) -> torch.Tensor:
+    """RMS over active frames, [B] for wav [B, N]. Active: frame energy within ``floor_db`` of the
+    loudest frame of the same signal. [decided] A simple stand-in for ITU-T P.56."""
+    n = wav.shape[-1]
+    hop = cfg.hop
+    t = max(n // hop, 1)
+    frames = wav[..., : t * hop].reshape(wav.shape[0], t, -1) if n >= hop else wav.unsqueeze(1)
+    e = frames.pow(2).mean(dim=-1)                                    # [B, T]
+    thresh = e.amax(dim=-1, keepdim=True) * 10 ** (-floor_db / 10)
+    active = (e >= thresh) & (e > 0)
+    mean_e = (e * active).sum(-1) / active.sum(-1).clamp_min(1)
+    return mean_e.sqrt().clamp_min(1e-5)
+
+
+def spectral_loss(est: torch.Tensor, clean: torch.Tensor, stft_cfg: STFTConfig,
+                  compress: float = 0.3, mix: float = 0.3) -> torch.Tensor:
+    """(1-mix)*MSE(|Y|^c, |S|^c) + mix*MSE(|Y|^c e^{j<Y}, |S|^c e^{j<S}); est, clean [B, N]."""
+    level = active_level(clean, stft_cfg).unsqueeze(-1)
+    y, s = stft(est / level, stft_cfg), stft(clean / level, stft_cfg)
+    eps = 1e-8
+    ya, sa = (y.abs() + eps), (s.abs() + eps)
+    yc_mag, sc_mag = ya.pow(compress), sa.pow(compress)
+    mag_term = (yc_mag - sc_mag).pow(2).mean()
+    yc = y * (yc_mag / ya)
+    sc = s * (sc_mag / sa)
+    cplx_term = (yc - sc).abs().pow(2).mean()
+    return (1 - mix) * mag_term + mix * cplx_term
+
+
+def si_sdr(est: torch.Tensor, ref: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Scale-invariant SDR in dB, [B] for est, ref [B, N] (means removed)."""
+    est = est - est.mean(dim=-1, keepdim=True)
+    ref = ref - ref.mean(dim=-1, keepdim=True)
+    alpha = (est * ref).sum(-1, keepdim=True) / (ref.pow(2).sum(-1, keepdim=True) + eps)
+    target = alpha * ref
+    noise = est - target
+    return 10 * torch.log10((target.pow(2).sum(-1) + eps) / (noise.pow(2).sum(-1) + eps))
+
+
+def si_sdr_loss(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    return -si_sdr(est, ref).mean()
+
+
+def pruning_ratio(gates: list[torch.Tensor], per_block: bool = False,
+                  valid: torch.Tensor | None = None) -> torch.Tensor:
+    """Phi = 1 - mean(mask) over batch, frames and channels (and blocks unless ``per_block``).
+
+    ``gates``: one [B, H, T] tensor per block; ``valid`` [B, T] excludes padded frames.
+    Returns a scalar, or [n_blocks] when ``per_block``. Differentiable through the surrogate.
+    """
+    if not gates:
+        raise ValueError("pruning_ratio needs gate tensors (the model has no gates)")
+    g = torch.stack(gates)                                            # [n_blocks, B, H, T]
+    if valid is None:
+        kept = g.mean(dim=(1, 2, 3))
+    else:
+        w = valid.to(g.dtype).unsqueeze(0).unsqueeze(2)               # [1, B, 1, T]
+        kept = (g * w).sum(dim=(1, 2, 3)) / (w.sum() * g.shape[2]).clamp_min(1)
+    phi = 1.0 - kept
+    return phi if per_block else phi.mean()
+
+
+def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+    """L_DCP: ``(Phi - target)^2`` (global) or the mean of per-block squared errors."""
+    if mode == "global":
+        return (pruning_ratio(gates, valid=valid) - target).pow(2)
+    if mode == "per_block":
+        return (pruning_ratio(gates, per_block=True, valid=valid) - target).pow(2).mean()
+    raise ValueError(f"unknown usage mode {mode!r} (global, per_block)")
+
+
+def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor], cfg: LossConfig,
+               stft_cfg: STFTConfig, target: float | None = None) -> dict[str, torch.Tensor]:
+    """L = L_SE (+ si_sdr_weight * -SI-SDR) + usage_weight * L_DCP. ``target`` overrides
+    ``cfg.prune_target`` (for the ramp). Returns the parts and ``loss``."""
+    se = spectral_loss(est, clean, stft_cfg, cfg.compress, cfg.mix)
+    out = {"se": se}
+    loss = se
+    if cfg.si_sdr_weight > 0:
+        out["si_sdr"] = si_sdr_loss(est, clean)
+        loss = loss + cfg.si_sdr_weight * out["si_sdr"]
+    if gates:
+        tgt = cfg.prune_target if target is None else target
+        out["usage"] = usage_loss(gates, tgt, cfg.usage_mode)
+        out["phi"] = pruning_ratio(gates).detach()
+        loss = loss + cfg.usage_weight * out["usage"]
+    out["loss"] = loss
+    return out

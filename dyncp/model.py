@@ -1,0 +1,169 @@
+"""Conv-FSENet with DynCP gates (SPEC §1-2): the network of the paper, top-down.
+
+    mag [B, F, T] --front-end PW(F->B) + ReLU--> h [B, B_res, T]
+        --> 9 gated residual blocks (3 stacks x dilations 1, 2, 4) -->
+        --back-end PW(B_res->F) + Sigmoid--> mask [B, F, T]
+
+Each block (``GatedBlock``):
+
+    g = Gate(h)                                 binary [B, H, T], H hidden channels
+    u = BN(PReLU(PW(B_res->H)(h)))  * g         pruned channel: exactly 0
+    v = BN(PReLU(DWConv_k,d(u)))    * g         past frames of a pruned channel are 0
+    h = h + PW(H->B_res)(v)
+
+The mask is applied after the normalisation so that BatchNorm's shift cannot leak a constant from
+a pruned channel into the second point-wise conv. ``forward`` returns the gates as first-class
+outputs: the usage loss, the MAC counter, the plots and the probes all read the same tensors.
+
+Streaming: every temporal layer also has a one-frame ``step`` over the same weights, with its
+state (pooling cache, depthwise cache) passed in and returned explicitly.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import Config
+from .gates import Gate
+
+State = list[torch.Tensor]
+
+
+class GatedBlock(nn.Module):
+    """One residual block with its gate. [B, B_res, T] -> ([B, B_res, T], gates [B, H, T] | None)."""
+
+    def __init__(self, residual: int, hidden: int, kernel: int, dilation: int, causal: bool,
+                 gate: Gate | None) -> None:
+        super().__init__()
+        self.kernel, self.dilation, self.causal = kernel, dilation, causal
+        self.pw1 = nn.Conv1d(residual, hidden, 1)
+        self.act1 = nn.PReLU(hidden)
+        self.bn1 = nn.BatchNorm1d(hidden)
+        self.dw = nn.Conv1d(hidden, hidden, kernel, dilation=dilation, groups=hidden)
+        self.act2 = nn.PReLU(hidden)
+        self.bn2 = nn.BatchNorm1d(hidden)
+        self.pw2 = nn.Conv1d(hidden, residual, 1)
+        self.gate = gate
+
+    @property
+    def context(self) -> int:
+        """Frames of past (causal) or total context the depthwise conv adds: (k-1)*d."""
+        return (self.kernel - 1) * self.dilation
+
+    def _dw_padding(self) -> tuple[int, int]:
+        c = self.context
+        return (c, 0) if self.causal else (c // 2, c - c // 2)
+
+    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        g = self.gate(h) if self.gate is not None else None
+        u = self.bn1(self.act1(self.pw1(h)))
+        if g is not None:
+            u = u * g
+        v = self.bn2(self.act2(self.dw(F.pad(u, self._dw_padding()))))
+        if g is not None:
+            v = v * g
+        return h + self.pw2(v), g
+
+    # -- streaming ------------------------------------------------------------------------------
+    def initial_state(self, batch: int, device=None, dtype=torch.float32) -> State:
+        """[pool cache [B, B_res, L-1], depthwise cache [B, H, (k-1)d]], zeros = before the start."""
+        residual, hidden = self.pw1.in_channels, self.pw1.out_channels
+        pool = self.gate.cfg.pool if self.gate is not None else 1
+        return [torch.zeros(batch, residual, pool - 1, device=device, dtype=dtype),
+                torch.zeros(batch, hidden, self.context, device=device, dtype=dtype)]
+
+    def step(self, h_t: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """One frame: h_t [B, B_res] -> (h_t [B, B_res], gates_t [B, H] | None, new state)."""
+        if not self.causal:
+            raise RuntimeError("step() needs a causal block")
+        pool_cache, dw_cache = state
+        x = h_t.unsqueeze(-1)                                       # [B, B_res, 1]
+        g = None
+        hist = torch.cat([pool_cache, x], dim=-1)                   # [B, B_res, L]
+        if self.gate is not None:
+            pooled = hist.mean(dim=-1, keepdim=True)                # same as the zero-padded average
+            g = self.gate.binarize(self.gate.score2(F.relu(self.gate.score1(pooled))))
+        u = self.bn1(self.act1(self.pw1(x)))                        # [B, H, 1]
+        if g is not None:
+            u = u * g
+        win = torch.cat([dw_cache, u], dim=-1)                      # [B, H, (k-1)d + 1]
+        v = self.bn2(self.act2(self.dw(win)))                       # [B, H, 1]
+        if g is not None:
+            v = v * g
+        out = h_t + self.pw2(v).squeeze(-1)
+        return out, (g.squeeze(-1) if g is not None else None), [hist[..., 1:], win[..., 1:]]
+
+
+class ConvFSENet(nn.Module):
+    """Mask estimator: ``forward(mag [B, F, T]) -> (mask [B, F, T], gates)``.
+
+    ``gates`` is a list with one binary [B, H, T] tensor per block, or an empty list when the
+    gates are disabled (the static twin: every channel always on).
+    """
+
+    def __init__(self, cfg: Config) -> None:
+        super().__init__()
+        self.cfg = cfg
+        m, n_freq = cfg.model, cfg.stft.n_freq
+        self.front = nn.Conv1d(n_freq, m.residual, 1)
+        self.blocks = nn.ModuleList(
+            GatedBlock(m.residual, m.hidden, m.kernel, d, m.causal,
+                       Gate(m.residual, m.hidden, cfg.gate, m.causal) if cfg.gate.enabled else None)
+            for d in m.block_dilations())
+        self.back = nn.Conv1d(m.residual, n_freq, 1)
+
+    @property
+    def causal(self) -> bool:
+        return self.cfg.model.causal
+
+    @property
+    def gated(self) -> bool:
+        return self.cfg.gate.enabled
+
+    def _features(self, mag: torch.Tensor) -> torch.Tensor:
+        c = self.cfg.model.feature_compress
+        return mag if c == 1.0 else (mag.clamp_min(0) + 1e-12).pow(c)
+
+    def forward(self, mag: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        if mag.dim() != 3 or mag.shape[1] != self.cfg.stft.n_freq:
+            raise ValueError(f"ConvFSENet expects mag [B, {self.cfg.stft.n_freq}, T], "
+                             f"got {tuple(mag.shape)}")
+        h = F.relu(self.front(self._features(mag)))
+        gates: list[torch.Tensor] = []
+        for block in self.blocks:
+            h, g = block(h)
+            if g is not None:
+                gates.append(g)
+        return torch.sigmoid(self.back(h)), gates
+
+    # -- streaming ------------------------------------------------------------------------------
+    def initial_state(self, batch: int = 1, device=None, dtype=torch.float32) -> State:
+        """Flat list of state tensors, two per block (see ``GatedBlock.initial_state``)."""
+        return [t for b in self.blocks for t in b.initial_state(batch, device, dtype)]
+
+    def step(self, mag_t: torch.Tensor, state: State) -> tuple[torch.Tensor, list[torch.Tensor], State]:
+        """One frame: mag_t [B, F] -> (mask_t [B, F], gates_t list of [B, H], new state).
+
+        Equals ``forward`` frame by frame for a causal model in eval mode.
+        """
+        if not self.causal:
+            raise RuntimeError("step() needs a causal model (model.causal = true)")
+        h = F.relu(self.front(self._features(mag_t).unsqueeze(-1))).squeeze(-1)
+        gates, new_state = [], []
+        for i, block in enumerate(self.blocks):
+            h, g, s = block.step(h, state[2 * i: 2 * i + 2])
+            new_state.extend(s)
+            if g is not None:
+                gates.append(g)
+        mask = torch.sigmoid(self.back(h.unsqueeze(-1))).squeeze(-1)
+        return mask, gates, new_state
+
+
+def build_model(cfg: Config) -> ConvFSENet:
+    return ConvFSENet(cfg)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
