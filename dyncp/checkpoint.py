@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 import zipfile
 from pathlib import Path
@@ -49,6 +50,18 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     return path
 
 
+def _pickle_reason(e: Exception) -> str:
+    """The useful part of torch's weights-only refusal: which global the file asks for. (Its
+    first line only explains how to bypass the check, which a library must not suggest.)"""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if m:
+        return f"it references {m.group(1)}"
+    m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
+    line = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
+    return line.strip()[:200]
+
+
 def load_dict(path: str | Path, fmt: str, version: int) -> dict[str, Any]:
     """Load a dict with ``weights_only=True`` and check its ``format`` and ``version`` keys."""
     path = Path(path)
@@ -57,10 +70,11 @@ def load_dict(path: str | Path, fmt: str, version: int) -> dict[str, Any]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused, the file needs pickle to load (only plain dicts "
-                              f"of tensors are accepted; nothing was executed): "
-                              f"{str(e).splitlines()[0]}") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: refused, the file needs pickle to load "
+                              f"({_pickle_reason(e)}); only plain dicts of tensors are accepted "
+                              f"and nothing was executed") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
+            IndexError, KeyError, TypeError, AttributeError) as e:  # e.g. a .wav given as -c
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
                               f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     if not isinstance(obj, dict):

@@ -61,8 +61,211 @@ def _info_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo and report (issue 5) -------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", default="runs/demo", help="output folder (default runs/demo)")
+    p.add_argument("--static-config", default="configs/demo_static.toml")
+    p.add_argument("--dyncp-config", default="configs/demo_dyncp.toml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a value in both configs (repeatable)")
+    p.add_argument("--examples", type=int, default=3, help="audio examples in the report")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _demo_run(args: argparse.Namespace) -> int:
+    from .demo import run_demo
+
+    run_demo(args.out, args.static_config, args.dyncp_config, args.overrides,
+             n_examples=args.examples, progress=not args.no_progress)
+    return 0
+
+
+def _report_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", action="append", required=True, metavar="[NAME=]CKPT",
+                   help="model checkpoint, optionally named (repeatable); a static one is the "
+                        "reference for MACs saved")
+    p.add_argument("--data", required=True, help="data spec: builtin, pairs:DIR, DIR, "
+                   "voicebank:ROOT, mix:SPEECH,NOISE")
+    p.add_argument("--split", default="test")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most N files (0: all)")
+    p.add_argument("--examples", type=int, default=3)
+    p.add_argument("-o", "--out", required=True, help="report folder")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _report_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .checkpoint import load_model
+    from .data import eval_pairs
+    from .evaluate import evaluate
+    from .report import build_report, format_table
+
+    models, evals, pairs = {}, {}, None
+    for item in args.checkpoint:
+        name, _, path = item.rpartition("=")
+        model, _ = load_model(path)
+        name = name or Path(path).parent.name or Path(path).stem
+        if pairs is None:
+            pairs = eval_pairs(args.data, model.cfg, split=args.split, limit=args.limit)
+        models[name] = model
+        evals[name] = evaluate(model, pairs, progress=not args.no_progress)
+    static = [n for n, m in models.items() if not m.gated]
+    report = build_report(args.out, models, evals, pairs, n_examples=args.examples,
+                          static_name=static[0] if static else None)
+    import json
+
+    print(format_table(json.loads((Path(args.out) / "results.json").read_text())))
+    print(f"report: {report.resolve()}")
+    return 0
+
+
+# -- train, evaluate, enhance (issue 4) ----------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    _add_config_args(p, required=True)
+    p.add_argument("--run-dir", required=True, help="folder for checkpoints, log and state")
+    p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
+    p.add_argument("--init", metavar="CKPT", help="start from a model checkpoint's weights "
+                   "(fine-tuning; fresh, open gates when it has none)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _train_run(args: argparse.Namespace) -> int:
+    import os
+
+    from .config import load_config
+    from .train import train
+
+    cfg = load_config(args.config, args.overrides)
+    best = train(cfg, args.run_dir, resume=args.resume, init=args.init,
+                 progress=not args.no_progress)
+    if os.environ.get("RANK", "0") == "0":
+        print(f"best checkpoint: {best}")
+    return 0
+
+
+def _evaluate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("--data", required=True, help="data spec: builtin, pairs:DIR, DIR, "
+                   "voicebank:ROOT, mix:SPEECH,NOISE")
+    p.add_argument("--split", default="test", help="split for builtin/voicebank (default test)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate at most N files (0: all)")
+    p.add_argument("--json", metavar="OUT", help="write the full result (per file and mean)")
+    p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (needs speechmos)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _evaluate_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .evaluate import evaluate_checkpoint, format_table
+
+    if args.json and Path(args.json).is_dir():
+        raise DyncpError(f"--json {args.json}: is a folder, give a file name")
+    result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit,
+                                 dnsmos=args.dnsmos, progress=not args.no_progress)
+    if args.dnsmos and "dnsmos_ovrl" not in result["mean"]:
+        print("note: DNSMOS skipped (install speechmos, librosa and onnxruntime)", file=sys.stderr)
+    print(format_table(result))
+    if args.json:
+        out = Path(args.json)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
+        tmp.replace(out)
+        print(f"wrote {out}")
+    return 0
+
+
+def _enhance_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (wav/flac)")
+    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _enhance_run(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .enhance import enhance_files
+
+    model, _ = load_model(args.checkpoint)
+    written = enhance_files(model, args.inputs, args.out, progress=not args.no_progress)
+    print(f"wrote {len(written)} file(s) to {args.out}")
+    return 0
+
+
+# -- stream and export (issue 6) -----------------------------------------------------------------
+def _stream_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (causal)")
+    p.add_argument("input", help="noisy sound file (resampled to the model's rate)")
+    p.add_argument("-o", "--output", required=True, help="enhanced WAV to write")
+    p.add_argument("--engine", choices=["torch", "dense", "sparse"], default="sparse")
+    p.add_argument("--chunk", type=int, default=0, help="samples per feed call (0: one hop)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a "
+                   "single-core device)")
+    p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+
+
+def _stream_run(args: argparse.Namespace) -> int:
+    import torch
+
+    from .checkpoint import load_model
+    from .streaming import stream_file
+
+    torch.set_num_threads(max(args.threads, 1))
+    model, _ = load_model(args.checkpoint)
+    r = stream_file(model, args.input, args.output, engine=args.engine, chunk=args.chunk)
+    print(f"engine            {r['engine']}  ({r['frames']} frames, {r['seconds']:.2f} s)")
+    print(f"us per frame      median {r['us_per_frame_median']:.1f}  p99 "
+          f"{r['us_per_frame_p99']:.1f}")
+    print(f"real-time factor  {r['rtf']:.4f}")
+    print(f"pruning ratio     {r['pruning_ratio']:.3f}")
+    print(f"dynamic MMAC/s    {r['dynamic_mmac_per_s']:.2f}")
+    print(f"max |stream - offline| {r['max_abs_diff_offline']:.2e}")
+    print(f"wrote {args.output}")
+    if args.json:
+        from pathlib import Path
+
+        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+    return 0
+
+
+def _export_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (causal)")
+    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
+    p.add_argument("--frames", type=int, default=128, help="frames to verify with onnxruntime "
+                   "(>= 100)")
+
+
+def _export_run(args: argparse.Namespace) -> int:
+    from .checkpoint import load_model
+    from .export import export_onnx
+
+    model, _ = load_model(args.checkpoint)
+    r = export_onnx(model, args.output, frames=args.frames)
+    print(f"verified with onnxruntime over {r['frames']} frames: max |mask diff| "
+          f"{r['mask']:.2e}, max |state diff| {r['state']:.2e}, gate mismatches "
+          f"{r['gate_mismatches']}")
+    print(f"inputs  {', '.join(r['inputs'])}")
+    print(f"outputs {', '.join(r['outputs'])}")
+    print(f"wrote {r['path']} ({r['bytes']:,} bytes; dense compute with the gate mask applied)")
+    return 0
+
+
 COMMANDS: dict[str, tuple] = {
+    "stream": (_stream_args, _stream_run, "stream a file frame by frame (torch, dense or sparse "
+               "engine): us per frame, real-time factor, pruning, difference to offline"),
+    "export": (_export_args, _export_run, "export the streaming step to ONNX, verified with "
+               "onnxruntime"),
+    "train": (_train_args, _train_run, "train a model (single process or under torchrun)"),
+    "evaluate": (_evaluate_args, _evaluate_run, "score a checkpoint: PESQ, STOI, SI-SDR, "
+                 "composite measures, static and dynamic MACs, pruning ratio"),
+    "enhance": (_enhance_args, _enhance_run, "enhance audio files and folders with a checkpoint"),
     "info": (_info_args, _info_run, "model size, MACs, receptive field and latency of a config"),
+    "demo": (_demo_args, _demo_run, "the main job: train static + DynCP on the built-in corpus, "
+             "evaluate, write the report"),
+    "report": (_report_args, _report_run, "evaluate checkpoints and write the HTML report "
+               "(Fig. 1 channel-state maps, trade-off plot, audio)"),
 }
 
 

@@ -36,31 +36,70 @@ def moving_average(h: torch.Tensor, pool: int, causal: bool) -> torch.Tensor:
     if pool == 1:
         return h
     left, right = pool_padding(pool, causal)
-    return F.avg_pool1d(F.pad(h, (left, right)), kernel_size=pool, stride=1)
+    return pool_frames(F.pad(h, (left, right)), pool)
+
+
+def pool_frames(x: torch.Tensor, pool: int) -> torch.Tensor:
+    """[B, C, N] -> [B, C, N - pool + 1]: mean over each run of ``pool`` consecutive frames.
+
+    A depthwise convolution with constant weights 1/pool: several times faster than
+    ``avg_pool1d`` on CPU, forward and backward (benchmarks/train_speed.py), and the streaming
+    step (a window of exactly ``pool`` frames) computes bit for bit what the full sequence does.
+    """
+    if pool == 1:
+        return x
+    c = x.shape[1]
+    w = torch.full((c, 1, pool), 1.0 / pool, dtype=x.dtype, device=x.device)
+    return F.conv1d(x, w, groups=c)
+
+
+def _step(scores: torch.Tensor) -> torch.Tensor:
+    """1.0 where scores > 0, else 0.0 (sign then clamp: 6x faster than ``(s > 0).float()``)."""
+    return scores.sign().clamp_(min=0.0)
+
+
+class _Heaviside(torch.autograd.Function):
+    """``(scores > 0)`` forward, surrogate derivative backward, in one op each way.
+
+    Same values and gradients as the readable form ``hard + (soft - soft.detach())`` with
+    ``soft = clamp(s, -1, 1)`` (except exactly at |s| = 1, where this one passes no gradient),
+    without its extra full-size tensors per gate: the readable form cost ~10 % of a training
+    step (benchmarks/train_speed.py).
+    """
+
+    @staticmethod
+    def forward(ctx, scores: torch.Tensor, surrogate: str, beta: float) -> torch.Tensor:
+        ctx.surrogate, ctx.beta = surrogate, beta
+        if surrogate != "ste":
+            ctx.save_for_backward(scores)
+        return _step(scores)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        if ctx.surrogate == "ste":
+            return grad, None, None
+        (saved,) = ctx.saved_tensors
+        if ctx.surrogate == "sigmoid":
+            sig = torch.sigmoid(ctx.beta * saved)
+            return torch.ops.aten.sigmoid_backward(grad, sig) * ctx.beta, None, None
+        # grad where -1 < s < 1, else 0: one fused kernel (abs/compare/multiply took 25x longer)
+        return torch.ops.aten.hardtanh_backward(grad, saved, -1.0, 1.0), None, None
 
 
 def heaviside(scores: torch.Tensor, surrogate: str = "ste_clipped", beta: float = 4.0) -> torch.Tensor:
     """Binary step ``(scores > 0)`` whose backward pass is a surrogate gradient.
 
-    The forward value is exactly 0.0 or 1.0: ``hard + (soft - soft.detach())`` adds an exact
-    zero. Its derivative is that of ``soft``:
+    The forward value is exactly 0.0 or 1.0. Its derivative is that of a "soft" step:
 
     - ``ste``: identity, gradient 1 everywhere;
     - ``ste_clipped`` (and ``stochastic``): gradient 1 on |s| < 1, else 0;
     - ``sigmoid``: beta * sigma(beta s) * (1 - sigma(beta s)).
     """
-    hard = (scores > 0).to(scores.dtype)
-    if not scores.requires_grad:
-        return hard
-    if surrogate == "ste":
-        soft = scores
-    elif surrogate in ("ste_clipped", "stochastic"):
-        soft = scores.clamp(-1.0, 1.0)
-    elif surrogate == "sigmoid":
-        soft = torch.sigmoid(beta * scores)
-    else:
+    if surrogate not in SURROGATES:
         raise ValueError(f"unknown surrogate {surrogate!r}; choose from {', '.join(SURROGATES)}")
-    return hard + (soft - soft.detach())
+    if not scores.requires_grad:
+        return _step(scores)
+    return _Heaviside.apply(scores, surrogate, beta)
 
 
 def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> torch.Tensor:
@@ -75,6 +114,12 @@ def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> to
     forced = (scores.detach() >= kth).to(mask.dtype)
     # Where forced, replace the hard value by 1 but keep mask's gradient path.
     return mask + forced * (1.0 - mask.detach())
+
+
+def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """A 1x1 ``Conv1d`` as ``bias + W @ x``: [B, in, T] -> [B, out, T], same parameters."""
+    w = conv.weight.squeeze(-1)                                      # [out, in]
+    return torch.baddbmm(conv.bias.unsqueeze(-1), w.expand(x.shape[0], -1, -1), x)
 
 
 class Gate(nn.Module):
@@ -97,8 +142,16 @@ class Gate(nn.Module):
 
     def scores(self, h: torch.Tensor) -> torch.Tensor:
         """Raw scores [B, out_ch, T] (no noise, no step)."""
-        pooled = moving_average(h, self.cfg.pool, self.causal)
-        return self.score2(F.relu(self.score1(pooled)))
+        return self.score_stack(moving_average(h, self.cfg.pool, self.causal))
+
+    def score_stack(self, pooled: torch.Tensor) -> torch.Tensor:
+        """PW(in->R) -> ReLU -> PW(R->out) on pooled input [B, in_ch, T] -> [B, out_ch, T].
+
+        The two 1x1 convolutions run as batched matrix products over the same weights: for these
+        narrow shapes that is 2-4x faster than ``conv1d`` forward and backward on CPU
+        (benchmarks/train_speed.py). The streaming step calls this too, so both round alike.
+        """
+        return _pointwise(self.score2, F.relu(_pointwise(self.score1, pooled)))
 
     def binarize(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores -> binary mask with the configured surrogate, noise (training only) and floor."""

@@ -67,10 +67,12 @@ def pruning_ratio(gates: list[torch.Tensor], per_block: bool = False,
     """
     if not gates:
         raise ValueError("pruning_ratio needs gate tensors (the model has no gates)")
-    g = torch.stack(gates)                                            # [n_blocks, B, H, T]
     if valid is None:
-        kept = g.mean(dim=(1, 2, 3))
+        # Per-block sums, not a stacked copy of every gate tensor: the stack cost as much as the
+        # gates themselves in training (benchmarks/train_speed.py), and sum's backward is a view.
+        kept = torch.stack([g.sum() / g.numel() for g in gates])
     else:
+        g = torch.stack(gates)                                        # [n_blocks, B, H, T]
         w = valid.to(g.dtype).unsqueeze(0).unsqueeze(2)               # [1, B, 1, T]
         kept = (g * w).sum(dim=(1, 2, 3)) / (w.sum() * g.shape[2]).clamp_min(1)
     phi = 1.0 - kept

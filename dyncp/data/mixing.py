@@ -1,0 +1,141 @@
+"""On-the-fly mixing of a speech folder and a noise folder (``mix:SPEECH_DIR,NOISE_DIR``).
+
+Training items are fresh mixtures: a random crop of a speech file, a random crop of a noise file
+(looped with cross-fades when shorter), an SNR ~ U[cfg.data.snr_min, snr_max] dB and a random
+level; everything is a function of (cfg.data.seed, epoch, item index), so ``set_epoch`` gives a
+new pairing every epoch and a restarted run sees the same data. Noise is drawn by category first
+when file names follow ``<category>__<kind>__...`` (the trainpack convention), so a category with
+many short clips does not dominate; otherwise uniformly by file.
+
+Splits (our choice): ~10 % of the speech files, chosen by a hash of the file name, are held out;
+``valid`` and ``test`` are fixed-seed whole-utterance mixtures of those files (different seeds),
+``train`` uses the others. Noise files are shared by all splits.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config
+from ..errors import DataError
+from .folders import Pair, PairList, Skips, _info, holdout, read_segment
+from .noise import loop, mix_at_snr
+
+AUDIO_GLOB = ("*.wav", "*.flac", "*.WAV", "*.FLAC")
+
+
+@dataclass(frozen=True)
+class Clip:
+    path: Path
+    frames: int   # at the model's rate
+    sr: int       # the file's rate
+
+
+def _clips(folder: Path, sr: int, skips: Skips) -> list[Clip]:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise DataError(f"{folder}: no such folder")
+    paths = sorted({p for g in AUDIO_GLOB for p in folder.rglob(g) if p.is_file()})
+    clips = []
+    for p in paths:
+        info = _info(p, skips)
+        if info is not None:
+            clips.append(Clip(p, int(info[0] * sr / info[1]), info[1]))
+    if not clips:
+        raise DataError(f"{folder}: no readable wav/flac files")
+    return clips
+
+
+def _category(path: Path) -> str:
+    return path.stem.split("__")[0] if "__" in path.stem else ""
+
+
+class Mixer:
+    """Speech and noise clips of one split, and the mixing rule."""
+
+    def __init__(self, speech_dir: Path, noise_dir: Path, cfg: Config, split: str) -> None:
+        if split not in ("train", "valid", "test"):
+            raise DataError(f"mix: unknown split {split!r} (train, valid or test)")
+        self.cfg, self.sr = cfg, cfg.stft.sample_rate
+        skips = Skips(cfg.data.skip_bad)
+        speech = _clips(speech_dir, self.sr, skips)
+        rel = {c.path: str(c.path.relative_to(Path(speech_dir).expanduser())) for c in speech}
+        held = holdout(sorted(rel.values()))
+        self.speech = [c for c in speech if (rel[c.path] in held) == (split != "train")]
+        if not self.speech:
+            raise DataError(f"mix: no {split} speech files in {speech_dir}")
+        self.noise = _clips(noise_dir, self.sr, skips)
+        cats: dict[str, list[int]] = {}
+        for i, c in enumerate(self.noise):
+            cats.setdefault(_category(c.path), []).append(i)
+        self.categories = [cats[k] for k in sorted(cats)]
+        self.skipped = skips.count
+
+    def noise_for(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """A noise excerpt [n]: category, then file, then a random crop (looped if short)."""
+        files = self.categories[int(rng.integers(len(self.categories)))]
+        c = self.noise[files[int(rng.integers(len(files)))]]
+        if c.frames >= n:
+            start = int(rng.integers(0, c.frames - n + 1))
+            return read_segment(c.path, start, n, c.sr, self.sr)
+        whole = read_segment(c.path, 0, c.frames, c.sr, self.sr)
+        return loop(whole, n, self.sr, rng)
+
+    def mix(self, rng: np.random.Generator, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(noisy, clean) float32 [n]: SNR ~ U[snr_min, snr_max], level -35..-15 dBFS RMS of the
+        mixture, then one gain for both so that the noisy peak is <= 0.99."""
+        noise = self.noise_for(rng, len(clean))
+        snr = rng.uniform(self.cfg.data.snr_min, self.cfg.data.snr_max)
+        noisy = mix_at_snr(clean, noise, snr)
+        rms = float(np.sqrt(np.mean(noisy.astype(np.float64) ** 2)))
+        g = 10 ** (rng.uniform(-35, -15) / 20) / rms if rms > 1e-9 else 1.0
+        peak = float(np.max(np.abs(noisy))) * g
+        if peak > 0.99:
+            g *= 0.99 / peak
+        return (noisy * g).astype(np.float32), (clean * g).astype(np.float32)
+
+
+class MixDataset(torch.utils.data.Dataset):
+    """Training mixtures: item i -> (noisy, clean) float32 tensors [N].
+
+    A speech file of duration D gives max(1, D // segment) items (each a random crop), so an
+    epoch covers the speech about once.
+    """
+
+    def __init__(self, mixer: Mixer, cfg: Config) -> None:
+        self.mixer, self.sr = mixer, cfg.stft.sample_rate
+        self.n = round(cfg.data.segment_seconds * self.sr)
+        counts = [max(1, c.frames // self.n) for c in mixer.speech]
+        self.owner = np.repeat(np.arange(len(counts)), counts)
+        self.seed, self.epoch, self.skipped = cfg.data.seed, 0, mixer.skipped
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.owner)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, self.epoch, int(i), 31337])
+        c = self.mixer.speech[int(self.owner[i])]
+        start = int(rng.integers(0, c.frames - self.n + 1)) if c.frames > self.n else 0
+        clean = read_segment(c.path, start, self.n, c.sr, self.sr)
+        noisy, clean = self.mixer.mix(rng, clean)
+        return torch.from_numpy(noisy), torch.from_numpy(clean)
+
+
+def mix_pairs(mixer: Mixer, split: str, seed: int, limit: int = 0) -> PairList:
+    """Fixed-seed whole-utterance mixtures of the held-out speech (``valid``/``test``)."""
+    out = PairList()
+    out.skipped = mixer.skipped
+    clips = mixer.speech[:limit] if limit > 0 else mixer.speech
+    for i, c in enumerate(clips):
+        rng = np.random.default_rng([seed, ("train", "valid", "test").index(split), i, 2718])
+        clean = read_segment(c.path, 0, c.frames, c.sr, mixer.sr)
+        noisy, clean = mixer.mix(rng, clean)
+        out.append(Pair(c.path.stem, noisy, clean))
+    return out

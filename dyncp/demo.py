@@ -1,0 +1,136 @@
+"""The main job (``make demo`` / ``dyncp demo``): train a static and a DynCP model on the built-in
+corpus, evaluate both on its test split, print one table and write the HTML report.
+
+Everything goes under ``OUT`` (default ``runs/demo``)::
+
+    OUT/static/  OUT/dyncp/        training runs (best.pt, last.pt, state.pt, log.csv, config.toml)
+    OUT/eval_static.json ...       evaluation JSON per model (dyncp evaluate format)
+    OUT/results.json               one row for the noisy input and one per model
+    OUT/report/report.html         the report (figures, tables, audio examples)
+
+Interrupting and running again reuses what is finished: the corpus cache, finished training runs
+(an unfinished one resumes from its ``state.pt``) and evaluations newer than their checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .checkpoint import load_model
+from .config import Config, load_config
+from .errors import ConfigError
+
+#: What the demo is expected to show (issue 5); checked and printed at the end of every run.
+EXPECT_PHI_TOL = 0.03
+EXPECT_MIN_MACS_SAVED = 0.40
+
+
+@dataclass
+class DemoModel:
+    name: str
+    cfg: Config
+
+
+def _log(msg: str) -> None:
+    print(f"[demo {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def _load(path: Path, overrides: list[str], name: str) -> Config:
+    if not path.is_file():
+        raise ConfigError(f"demo config not found: {path} (run from the repository root, or pass "
+                          f"--static-config/--dyncp-config)")
+    return load_config(path, list(overrides) + [f"name={name}"])
+
+
+def _evaluate_cached(ckpt: Path, out_json: Path, pairs, progress: bool) -> dict:
+    from .evaluate import evaluate
+
+    if out_json.is_file() and out_json.stat().st_mtime >= ckpt.stat().st_mtime:
+        return json.loads(out_json.read_text())
+    model, _ = load_model(ckpt)
+    result = evaluate(model, pairs, progress=progress)
+    tmp = out_json.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(out_json)
+    return result
+
+
+def check_expectations(rows: list[dict]) -> list[tuple[str, bool]]:
+    """The demo's promises (issue 5) as (statement, holds) pairs."""
+    by = {r["model"]: r for r in rows}
+    noisy, out = by.get("noisy"), []
+    for r in rows:
+        if r["model"] == "noisy" or noisy is None:
+            continue
+        out.append((f"{r['model']} improves PESQ-WB over noisy ({r['pesq_wb']:.3f} > "
+                    f"{noisy['pesq_wb']:.3f})", r["pesq_wb"] > noisy["pesq_wb"]))
+        out.append((f"{r['model']} improves SI-SDR over noisy ({r['si_sdr']:.2f} > "
+                    f"{noisy['si_sdr']:.2f} dB)", r["si_sdr"] > noisy["si_sdr"]))
+        if r.get("prune_target") is not None:
+            err = abs(r["pruning_ratio"] - r["prune_target"])
+            out.append((f"{r['model']} measured Φ {r['pruning_ratio']:.3f} within "
+                        f"{EXPECT_PHI_TOL} of its target {r['prune_target']:.2f}",
+                        err <= EXPECT_PHI_TOL))
+            out.append((f"{r['model']} dynamic MACs {r['macs_saved_fraction']:.1%} below the "
+                        f"static model's (goal >= {EXPECT_MIN_MACS_SAVED:.0%})",
+                        r["macs_saved_fraction"] >= EXPECT_MIN_MACS_SAVED))
+    return out
+
+
+def run_demo(out: str | Path = "runs/demo", static_config: str | Path = "configs/demo_static.toml",
+             dyncp_config: str | Path = "configs/demo_dyncp.toml", overrides: list[str] | None = None,
+             n_examples: int = 3, progress: bool = True) -> dict:
+    """Run the whole demo; returns ``{"rows", "checks", "report"}``."""
+    from .data import build_builtin, eval_pairs
+    from .report import build_report, format_table
+    from .train import train
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    overrides = list(overrides or [])
+    models = [DemoModel("static", _load(Path(static_config), overrides, "static")),
+              DemoModel("dyncp", _load(Path(dyncp_config), overrides, "dyncp"))]
+    if models[0].cfg.gate.enabled or not models[1].cfg.gate.enabled:
+        raise ConfigError("demo: the static config must have gate.enabled = false and the dyncp "
+                          "config gate.enabled = true")
+    t0 = time.time()
+    _log("building (or reusing) the built-in corpus ...")
+    root = build_builtin(models[0].cfg, progress=progress)
+    _log(f"corpus ready at {root}")
+
+    ckpts = {}
+    for m in models:
+        run_dir = out / m.name
+        resume = (run_dir / "state.pt").is_file()
+        _log(f"training {m.name} ({'resuming' if resume else 'from scratch'}) -> {run_dir}")
+        ckpts[m.name] = train(m.cfg, run_dir, resume=resume, progress=progress)
+
+    pairs = eval_pairs("builtin", models[0].cfg, split="test")
+    evals, loaded = {}, {}
+    for m in models:
+        _log(f"evaluating {m.name} on the built-in test split ({len(pairs)} files) ...")
+        evals[m.name] = _evaluate_cached(ckpts[m.name], out / f"eval_{m.name}.json", pairs,
+                                         progress)
+        loaded[m.name], _ = load_model(ckpts[m.name])
+
+    _log("writing the report ...")
+    report = build_report(out / "report", loaded, evals, pairs, n_examples=n_examples,
+                          title="dyncp demo: static vs DynCP on the built-in corpus",
+                          notes=f"Built-in corpus (eSpeak NG speech + generated noise), test "
+                                f"split of {len(pairs)} files. Configs: {static_config}, "
+                                f"{dyncp_config}.")
+    rows = json.loads((out / "report" / "results.json").read_text())
+    tmp = out / "results.json.tmp"
+    tmp.write_text(json.dumps(rows, indent=2))
+    tmp.replace(out / "results.json")
+    checks = check_expectations(rows)
+    print()
+    print(format_table(rows))
+    print()
+    for statement, ok in checks:
+        print(f"  [{'ok' if ok else 'MISSED'}] {statement}")
+    print(f"\ndemo finished in {time.time() - t0:.0f} s; report: {report.resolve()}")
+    return {"rows": rows, "checks": checks, "report": report}

@@ -1,0 +1,137 @@
+"""ONNX export of the streaming step, verified with onnxruntime before it is reported.
+
+The graph is ``ConvFSENet.step``: one frame in, one frame out, the state passed explicitly::
+
+    inputs : mag_t [1, F], then per block i: pool_i [1, B_res, L-1], dw_i [1, H, (k-1)*d_i]
+    outputs: mask_t [1, F], gates [n_blocks, 1, H] (float 0/1; absent for a static model),
+             then per block i: pool_i_out, dw_i_out (feed them back as pool_i, dw_i)
+
+Zero-size state (a static model's pooling cache) is kept inside the graph, not exposed.
+Start a stream with all-zero state tensors. The ONNX graph computes every channel densely and
+multiplies by the gate mask (the training semantics): it gives the same output as the sparse
+runtime, not its savings; ONNX has no per-frame data-dependent channel skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from .errors import ConfigError, DyncpError
+from .model import ConvFSENet
+
+OPSET = 17
+
+
+def _require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime
+    except ImportError as e:
+        raise DyncpError(f"ONNX export needs the optional packages onnx and onnxruntime "
+                         f"({e.name} is missing): pip install 'dyncp[export]'") from None
+    return onnxruntime
+
+
+def state_names(model: ConvFSENet) -> list[str | None]:
+    """Name of each entry of ``model.initial_state(1)``; None for zero-size (internal) ones."""
+    names: list[str | None] = []
+    for i, s in enumerate(model.initial_state(1)):
+        names.append(None if s.numel() == 0 else f"{'pool' if i % 2 == 0 else 'dw'}_{i // 2}")
+    return names
+
+
+class StepGraph(nn.Module):
+    """``model.step`` with flat tensor inputs/outputs, the form the exporter traces."""
+
+    def __init__(self, model: ConvFSENet) -> None:
+        super().__init__()
+        self.model = model
+        self.names = state_names(model)
+        self.empty = [s for s in model.initial_state(1)]
+
+    def forward(self, mag_t: torch.Tensor, *state: torch.Tensor):
+        it = iter(state)
+        full = [next(it) if n is not None else e for n, e in zip(self.names, self.empty)]
+        mask, gates, new = self.model.step(mag_t, full)
+        keep = [s for n, s in zip(self.names, new) if n is not None]
+        if gates:
+            return (mask, torch.stack(gates), *keep)
+        return (mask, *keep)
+
+
+def verify(path: str | Path, model: ConvFSENet, frames: int = 128, seed: int = 0) -> dict:
+    """Run the ONNX file and ``model.step`` side by side for ``frames`` frames, each with its own
+    fed-back state, on random magnitudes. Returns max abs differences; raises DyncpError when
+    the mask differs by more than 1e-4, a gate differs, or a state differs by more than 1e-4."""
+    ort = _require_onnx()
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    names = state_names(model)
+    gen = torch.Generator().manual_seed(seed)
+    n_freq = model.cfg.stft.n_freq
+    t_state = model.initial_state(1)
+    o_state = {n: s.numpy() for n, s in zip(names, t_state) if n is not None}
+    out_names = [o.name for o in sess.get_outputs()]
+    diff = {"mask": 0.0, "state": 0.0, "gate_mismatches": 0, "frames": frames}
+    for t in range(frames):
+        # |STFT|-like input: positive, heavy-tailed, some silent frames
+        mag = torch.rand(1, n_freq, generator=gen) ** 3 * (4.0 if t % 7 else 0.01)
+        with torch.inference_mode():
+            mask, gates, t_state = model.step(mag, t_state)
+        res = dict(zip(out_names, sess.run(None, {"mag_t": mag.numpy(), **o_state})))
+        diff["mask"] = max(diff["mask"], float(np.abs(res["mask_t"] - mask.numpy()).max()))
+        if gates:
+            g = torch.stack(gates).numpy()
+            diff["gate_mismatches"] += int((res["gates"] != g).sum())
+        for n, s in zip(names, t_state):
+            if n is not None:
+                o_state[n] = res[f"{n}_out"]
+                diff["state"] = max(diff["state"], float(np.abs(o_state[n] - s.numpy()).max()))
+    if diff["mask"] > 1e-4 or diff["state"] > 1e-4 or diff["gate_mismatches"]:
+        raise DyncpError(f"{path}: onnxruntime disagrees with the PyTorch step over {frames} "
+                         f"frames (mask max abs diff {diff['mask']:.2e}, state "
+                         f"{diff['state']:.2e}, {diff['gate_mismatches']} gate mismatches)")
+    return diff
+
+
+def export_onnx(model: ConvFSENet, path: str | Path, frames: int = 128) -> dict:
+    """Export the streaming step of a causal ``model`` to ``path`` and verify it with
+    onnxruntime over ``frames`` (>= 100) frames. Written to a temporary file first: on any
+    failure no file is left at ``path``. Returns the verification summary (max abs diffs)."""
+    _require_onnx()
+    if not model.causal:
+        raise ConfigError("model.causal: only a causal model has a streaming step to export")
+    if frames < 100:
+        raise ValueError(f"verify over at least 100 frames, got {frames}")
+    model.eval()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    graph = StepGraph(model).eval()
+    names = state_names(model)
+    inputs = ["mag_t"] + [n for n in names if n is not None]
+    outputs = ["mask_t"] + (["gates"] if model.gated else []) + [
+        f"{n}_out" for n in names if n is not None]
+    args = (torch.zeros(1, model.cfg.stft.n_freq),
+            *[s for n, s in zip(names, model.initial_state(1)) if n is not None])
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
+    os.close(fd)
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
+            torch.onnx.export(graph, args, tmp, input_names=inputs, output_names=outputs,
+                              opset_version=OPSET, dynamo=False)
+        summary = verify(tmp, model, frames)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    summary.update(path=str(path), inputs=inputs, outputs=outputs, opset=OPSET,
+                   bytes=path.stat().st_size)
+    return summary

@@ -1,0 +1,417 @@
+"""Training loop (SPEC §3): AdamW, per-epoch lr decay, gradient clipping, Φ_trgt ramp, validation
+each epoch, best/last model checkpoints and a separate resume state, single- or multi-process.
+
+A run folder holds::
+
+    config.toml   the resolved config
+    log.csv       one row per epoch (training loss/Φ, validation PESQ-WB/SI-SDR/Φ, speed)
+    best.pt       model checkpoint with the best validation PESQ-WB (ties and NaN: lower loss)
+    last.pt       model checkpoint after the last finished epoch
+    state.pt      resume state (format "dyncp-train-state"): model, optimiser, scheduler,
+                  epoch, step, best score and the RNG states of torch/numpy/python
+
+Every file is written atomically. ``--resume`` restarts after the last finished epoch and, in a
+single process, reproduces an uninterrupted run bit for bit: the data order depends only on
+(seed, epoch) and every RNG is restored. Under ``torchrun`` (DistributedDataParallel, gloo on CPU,
+nccl on GPU) each rank reads its own shard of every epoch; only rank 0 validates, writes files and
+shows progress.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.utils.data import DataLoader, DistributedSampler
+
+from .checkpoint import load_dict, load_model, save_atomic, save_model
+from .config import Config
+from .enhance import enhance_tensor
+from .errors import CheckpointError, ConfigError, DataError
+from .losses import pruning_ratio, total_loss
+from .model import ConvFSENet, build_model
+
+STATE_FORMAT = "dyncp-train-state"
+STATE_VERSION = 1
+LOG_COLUMNS = ("epoch", "step", "lr", "phi_target", "train_loss", "train_se", "train_phi",
+               "valid_loss", "valid_pesq_wb", "valid_si_sdr", "valid_phi", "epoch_seconds",
+               "audio_s_per_s")
+
+
+# -- helpers: distributed, RNG, ramp ------------------------------------------------------------
+class _Dist:
+    """Who we are: ``torchrun`` sets WORLD_SIZE/RANK/LOCAL_RANK; a plain run is rank 0 of 1."""
+
+    def __init__(self) -> None:
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+        self.owns_group = False
+        if torch.cuda.is_available():
+            self.device = torch.device("cuda", self.local_rank)
+            torch.cuda.set_device(self.device)
+        else:
+            self.device = torch.device("cpu")
+        if self.enabled and not dist.is_initialized():
+            dist.init_process_group("nccl" if self.device.type == "cuda" else "gloo")
+            self.owns_group = True
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def barrier(self) -> None:
+        if self.enabled:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def phi_target(cfg: Config, step: int, total_steps: int) -> float:
+    """Φ_trgt at optimiser step ``step``: linear from 0 to ``loss.prune_target`` over the first
+    ``train.ramp_fraction`` of all steps, then constant. [decided] (SPEC §3: ramp, shape not
+    published)."""
+    ramp = cfg.train.ramp_fraction * total_steps
+    if ramp <= 0:
+        return cfg.loss.prune_target
+    return cfg.loss.prune_target * min(1.0, step / ramp)
+
+
+def _rng_state() -> dict[str, Any]:
+    """RNG states of torch, numpy and python as tensors and plain types (weights_only-safe)."""
+    version, mt, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    out = {"torch": torch.get_rng_state(),
+           "python": {"version": version, "state": torch.tensor(mt, dtype=torch.int64),
+                      "gauss": gauss},
+           "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)),
+                     "pos": int(np_pos), "has_gauss": int(np_has_gauss),
+                     "gauss": float(np_gauss)}}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
+def _set_rng_state(s: dict[str, Any]) -> None:
+    torch.set_rng_state(s["torch"])
+    p = s["python"]
+    random.setstate((p["version"], tuple(int(x) for x in p["state"].tolist()), p["gauss"]))
+    n = s["numpy"]
+    np.random.set_state((n["name"], n["keys"].numpy().astype(np.uint32), n["pos"],
+                         n["has_gauss"], n["gauss"]))
+    if "cuda" in s and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# -- model init / fine-tuning --------------------------------------------------------------------
+def init_from_checkpoint(model: ConvFSENet, path: str | Path) -> list[str]:
+    """Copy the weights of a (static or gated) model checkpoint into ``model``; return the keys
+    left at their fresh initialisation (the gate layers when the checkpoint had none, so the gates
+    start open). Every non-gate weight must match in name and shape."""
+    src, _ = load_model(path)
+    theirs = src.state_dict()
+    ours = model.state_dict()
+    fresh = []
+    for key, value in ours.items():
+        if key in theirs and theirs[key].shape == value.shape:
+            ours[key] = theirs[key].to(value.dtype)
+        elif ".gate." in key and not any(".gate." in k for k in theirs):
+            fresh.append(key)
+        else:
+            have = tuple(theirs[key].shape) if key in theirs else "missing"
+            raise CheckpointError(f"{path}: cannot initialise from it: {key} is {have} there, "
+                                  f"{tuple(value.shape)} in this config")
+    model.load_state_dict(ours)
+    return fresh
+
+
+# -- data ----------------------------------------------------------------------------------------
+def _loader(dataset, cfg: Config, d: _Dist, epoch: int) -> DataLoader:
+    """Batches of one epoch; the order depends only on (train.seed, epoch) and the rank."""
+    if hasattr(dataset, "set_epoch"):
+        dataset.set_epoch(epoch)
+    sampler = DistributedSampler(dataset, num_replicas=d.world, rank=d.rank, shuffle=True,
+                                 seed=cfg.train.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    # An own generator keeps DataLoader from drawing its worker seed from torch's global RNG.
+    gen = torch.Generator().manual_seed(cfg.train.seed * 100003 + epoch)
+    return DataLoader(dataset, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True,
+                      num_workers=cfg.train.num_workers, generator=gen,
+                      persistent_workers=False, pin_memory=d.device.type == "cuda")
+
+
+def _epoch_batches(dataset, cfg: Config, d: _Dist, epoch: int, steps: int):
+    """Yield exactly ``steps`` batches; when the set is shorter than that, pass over it again in a
+    fresh order (still a function of (seed, epoch, pass))."""
+    done, sub = 0, 0
+    while done < steps:
+        for batch in _loader(dataset, cfg, d, epoch * 1000 + sub):
+            yield batch
+            done += 1
+            if done >= steps:
+                return
+        sub += 1
+
+
+# -- validation ----------------------------------------------------------------------------------
+@torch.no_grad()
+def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dict[str, float]:
+    """Mean validation loss (at the final Φ_trgt), PESQ-WB, SI-SDR (dB) and measured Φ over whole
+    files; Φ is weighted by frames."""
+    from .metrics import score
+
+    model.eval()
+    losses, pesqs, sdrs, kept, frames = [], [], [], 0.0, 0
+    for p in pairs:
+        noisy = torch.from_numpy(np.asarray(p.noisy, np.float32)).unsqueeze(0).to(device)
+        clean = torch.from_numpy(np.asarray(p.clean, np.float32)).unsqueeze(0).to(device)
+        est, gates = enhance_tensor(model, noisy)
+        losses.append(float(total_loss(est, clean, gates, cfg.loss, cfg.stft)["loss"]))
+        s = score(est[0].cpu().numpy(), p.clean, sr=cfg.stft.sample_rate)
+        pesqs.append(s["pesq_wb"])
+        sdrs.append(s["si_sdr"])
+        if gates:
+            t = gates[0].shape[-1]
+            kept += float(1.0 - pruning_ratio(gates)) * t
+            frames += t
+    model.train()
+
+    def mean(xs):
+        xs = [x for x in xs if x is not None and math.isfinite(x)]
+        return float(np.mean(xs)) if xs else float("nan")
+
+    return {"valid_loss": mean(losses), "valid_pesq_wb": mean(pesqs), "valid_si_sdr": mean(sdrs),
+            "valid_phi": 1.0 - kept / frames if frames else 0.0}
+
+
+def _score_key(valid: dict[str, float]) -> tuple[float, float]:
+    """Larger is better: PESQ-WB first, then lower validation loss (NaN counts as worst)."""
+    p, loss = valid.get("valid_pesq_wb", float("nan")), valid.get("valid_loss", float("nan"))
+    return (p if math.isfinite(p) else -math.inf, -loss if math.isfinite(loss) else -math.inf)
+
+
+# -- files ---------------------------------------------------------------------------------------
+def _write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _read_log(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=LOG_COLUMNS, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
+    _write_text_atomic(path, buf.getvalue())
+
+
+def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
+    keys = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict):
+            keys += _config_diff(va, vb, f"{prefix}{k}.")
+        elif va != vb:
+            keys.append(f"{prefix}{k}")
+    return keys
+
+
+def load_state(path: str | Path) -> dict[str, Any]:
+    """Read a resume state (``weights_only=True``) and check its format/version."""
+    return load_dict(path, STATE_FORMAT, STATE_VERSION)
+
+
+# -- the loop ------------------------------------------------------------------------------------
+def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Path | None = None,
+          progress: bool = True) -> Path:
+    """Train ``cfg`` in ``run_dir`` and return ``run_dir/"best.pt"``.
+
+    ``resume``: continue after the last finished epoch recorded in ``run_dir/state.pt``.
+    ``init``: start from the weights of a model checkpoint (fine-tuning; fresh, open gates when it
+    had none). A run folder that already holds a finished run of the same config is returned as
+    is; one that holds anything else needs ``resume`` or another folder.
+    """
+    run_dir = Path(run_dir)
+    state_path = run_dir / "state.pt"
+    state = None
+    if state_path.is_file():
+        state = load_state(state_path)
+        diff = _config_diff(state.get("config", {}), cfg.to_dict())
+        finished = int(state["epoch"]) >= cfg.train.epochs
+        if diff and not (resume and diff == ["train.epochs"]):
+            raise ConfigError(f"{run_dir}: holds a run with a different config (differs at "
+                              f"{', '.join(diff[:6])}); use another --run-dir")
+        if finished and (run_dir / "best.pt").is_file():
+            return run_dir / "best.pt"
+        if not resume:
+            raise ConfigError(f"{run_dir}: holds an unfinished run (epoch {int(state['epoch'])} "
+                              f"of {cfg.train.epochs}); pass --resume or use another --run-dir")
+    elif resume:
+        raise CheckpointError(f"{state_path}: no resume state to continue from")
+    if init is not None and not Path(init).is_file():
+        raise CheckpointError(f"{init}: no such checkpoint file")
+
+    d = _Dist()
+    try:
+        return _train(cfg, run_dir, state, init, progress, d)
+    finally:
+        d.close()
+
+
+def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool, d: _Dist) -> Path:
+    from .data import eval_pairs, training_set
+
+    if cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
+    _seed_everything(cfg.train.seed)          # the same initial weights on every rank
+    model = build_model(cfg)
+    if init is not None and state is None:
+        init_from_checkpoint(model, init)
+    _seed_everything(cfg.train.seed + d.rank)  # but rank-specific noise (stochastic gates)
+    model.to(d.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
+                            weight_decay=cfg.train.weight_decay)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.train.lr_decay)
+    start_epoch, step, best = 0, 0, (-math.inf, -math.inf)
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        start_epoch, step = int(state["epoch"]), int(state["step"])
+        best = (float(state["best"][0]), float(state["best"][1]))
+    net = model
+    if d.enabled:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+
+    if d.main:  # builds (or reuses) the built-in corpus once, before the other ranks read it
+        dataset = training_set(cfg, "train")
+        valid_pairs = eval_pairs(cfg.data.valid or cfg.data.train, cfg, split="valid",
+                                 limit=cfg.data.valid_files)
+    d.barrier()
+    if not d.main:
+        dataset = training_set(cfg, "train")
+    per_rank = len(dataset) // d.world
+    if per_rank < cfg.train.batch_size:
+        raise DataError(f"training set too small: {len(dataset)} segments for {d.world} "
+                        f"process(es) x batch size {cfg.train.batch_size}")
+    steps_per_epoch = cfg.train.steps_per_epoch or per_rank // cfg.train.batch_size
+    total_steps = steps_per_epoch * cfg.train.epochs
+    seg_s = round(cfg.data.segment_seconds * cfg.stft.sample_rate) / cfg.stft.sample_rate
+
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+    log_rows = _read_log(run_dir / "log.csv")[:start_epoch] if d.main else []
+    if state is not None:
+        _set_rng_state(state["rng"])  # last: nothing above may draw from the restored RNGs
+
+    for epoch in range(start_epoch, cfg.train.epochs):
+        net.train()
+        t0, sums, n = time.perf_counter(), {"loss": 0.0, "se": 0.0, "phi": 0.0}, 0
+        bar = None
+        if d.main and progress:
+            from tqdm import tqdm
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{cfg.train.epochs}",
+                       unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+        target = 0.0
+        for noisy, clean in _epoch_batches(dataset, cfg, d, epoch, steps_per_epoch):
+            noisy, clean = noisy.to(d.device), clean.to(d.device)
+            target = phi_target(cfg, step, total_steps)
+            est, gates = enhance_tensor(net, noisy)
+            parts = total_loss(est, clean, gates, cfg.loss, cfg.stft, target=target)
+            opt.zero_grad(set_to_none=True)
+            parts["loss"].backward()
+            if cfg.train.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
+            opt.step()
+            step += 1
+            n += 1
+            for k in sums:
+                if k in parts:
+                    sums[k] += float(parts[k].detach())
+            if bar is not None:
+                speed = n * cfg.train.batch_size * d.world * seg_s / (time.perf_counter() - t0)
+                post = {"loss": f"{sums['loss'] / n:.4f}", "audio_s/s": f"{speed:.0f}"}
+                if gates:
+                    post["Φ"] = f"{float(parts['phi']):.3f}"
+                    post["Φ_trgt"] = f"{target:.3f}"
+                bar.set_postfix(post, refresh=False)
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        train_s = time.perf_counter() - t0
+        sched.step()
+        d.barrier()
+        if d.main:
+            valid = validate(model, valid_pairs, cfg, d.device)
+            row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
+                   "phi_target": target, "train_loss": sums["loss"] / max(n, 1),
+                   "train_se": sums["se"] / max(n, 1),
+                   "train_phi": sums["phi"] / max(n, 1) if cfg.gate.enabled else 0.0,
+                   **valid, "epoch_seconds": train_s,
+                   "audio_s_per_s": n * cfg.train.batch_size * d.world * seg_s / train_s}
+            log_rows.append(row)
+            meta = {"epoch": epoch + 1, "step": step, "data": cfg.data.train,
+                    "valid_data": cfg.data.valid or cfg.data.train,
+                    "valid": {k: float(v) for k, v in valid.items()}}
+            key = _score_key(valid)
+            if key > best or not (run_dir / "best.pt").is_file():
+                best = max(key, best)
+                save_model(model, run_dir / "best.pt", meta)
+            save_model(model, run_dir / "last.pt", meta)
+            _write_log(run_dir / "log.csv", log_rows)
+            _log_tensorboard(run_dir, row)
+            save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION,
+                         "config": cfg.to_dict(), "epoch": epoch + 1, "step": step,
+                         "best": [float(best[0]), float(best[1])],
+                         "model": {k: v.detach().cpu().clone()
+                                   for k, v in model.state_dict().items()},
+                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "rng": _rng_state()}, run_dir / "state.pt")
+            if progress:
+                print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid PESQ-WB "
+                      f"{valid['valid_pesq_wb']:.3f}  SI-SDR {valid['valid_si_sdr']:.2f} dB  "
+                      f"Φ {valid['valid_phi']:.3f}  ({row['audio_s_per_s']:.0f} s audio/s)",
+                      file=sys.stderr)
+        d.barrier()
+    return run_dir / "best.pt"
+
+
+def _log_tensorboard(run_dir: Path, row: dict[str, Any]) -> None:
+    """Scalars to TensorBoard when it is installed (optional; the CSV log is the record)."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return
+    with SummaryWriter(str(run_dir / "tb")) as w:
+        for k, v in row.items():
+            if k not in ("epoch", "step") and isinstance(v, (int, float)) and math.isfinite(v):
+                w.add_scalar(k, v, int(row["step"]))

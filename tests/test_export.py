@@ -1,0 +1,96 @@
+"""ONNX export of the streaming step (issue 6): onnxruntime == PyTorch step, no file on failure."""
+
+from __future__ import annotations
+
+import builtins
+
+import numpy as np
+import pytest
+import torch
+
+from dyncp.checkpoint import save_model
+from dyncp.config import load_config
+from dyncp.errors import ConfigError, DyncpError
+from dyncp.model import ConvFSENet
+
+ort = pytest.importorskip("onnxruntime")
+from dyncp import export as ex  # noqa: E402
+
+torch.set_num_threads(1)
+
+
+def tiny(*overrides: str) -> ConvFSENet:
+    torch.manual_seed(0)
+    model = ConvFSENet(load_config("configs/tiny.toml", list(overrides))).eval()
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.bn1.running_mean.uniform_(-0.3, 0.3)
+            blk.bn2.running_var.uniform_(0.5, 2.0)
+            if blk.gate is not None:
+                blk.gate.score2.weight.uniform_(-0.5, 0.5)
+                blk.gate.score2.bias.uniform_(-0.8, 0.8)
+    return model
+
+
+@pytest.mark.parametrize("overrides", [[], ["gate.enabled=false"], ["gate.min_active=20"]])
+def test_onnx_equals_pytorch_step(tmp_path, overrides):
+    model = tiny(*overrides)
+    r = ex.export_onnx(model, tmp_path / "m.onnx", frames=100)
+    assert r["frames"] == 100 and r["mask"] < 1e-5 and r["gate_mismatches"] == 0
+    names = [n for n in ex.state_names(model) if n is not None]
+    assert r["inputs"] == ["mag_t"] + names
+    assert r["outputs"][0] == "mask_t" and r["outputs"][-1] == f"{names[-1]}_out"
+    assert ("gates" in r["outputs"]) == model.gated
+
+    # Independent check: 120 frames of a stream through onnxruntime vs model.forward offline.
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.rand(1, model.cfg.stft.n_freq, 120) ** 2 * 3
+    with torch.inference_mode():
+        ref_mask, ref_gates = model(x)
+    state = {n: s.numpy() for n, s in zip(ex.state_names(model), model.initial_state(1))
+             if n is not None}
+    outs = [o.name for o in sess.get_outputs()]
+    for t in range(x.shape[-1]):
+        res = dict(zip(outs, sess.run(None, {"mag_t": x[:, :, t].numpy(), **state})))
+        assert np.abs(res["mask_t"][0] - ref_mask[0, :, t].numpy()).max() < 1e-5
+        if model.gated:
+            assert np.array_equal(res["gates"][:, 0], torch.stack(ref_gates)[:, 0, :, t].numpy())
+        state = {n: res[f"{n}_out"] for n in state}
+
+
+def test_failed_verification_leaves_no_file(tmp_path, monkeypatch):
+    def bad_verify(path, model, frames=128, seed=0):
+        raise DyncpError("onnxruntime disagrees (simulated)")
+
+    monkeypatch.setattr(ex, "verify", bad_verify)
+    with pytest.raises(DyncpError, match="disagrees"):
+        ex.export_onnx(tiny(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_errors(tmp_path, monkeypatch):
+    with pytest.raises(ConfigError, match="causal"):
+        ex.export_onnx(tiny("model.causal=false"), tmp_path / "m.onnx")
+    with pytest.raises(ValueError, match="100"):
+        ex.export_onnx(tiny(), tmp_path / "m.onnx", frames=10)
+    real_import = builtins.__import__
+
+    def no_onnx(name, *args, **kwargs):
+        if name.startswith("onnx"):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_onnx)
+    with pytest.raises(DyncpError, match=r"dyncp\[export\]"):
+        ex.export_onnx(tiny(), tmp_path / "m.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_cli(tmp_path, capsys):
+    from dyncp.cli import main
+
+    ckpt = save_model(tiny(), tmp_path / "m.pt")
+    assert main(["export", "-c", str(ckpt), "-o", str(tmp_path / "m.onnx")]) == 0
+    out = capsys.readouterr().out
+    assert "verified with onnxruntime over 128 frames" in out and "gate mismatches 0" in out
+    assert (tmp_path / "m.onnx").stat().st_size > 10_000

@@ -1,0 +1,222 @@
+"""dyncp.train and the train/evaluate/enhance CLI end to end (issue 4).
+
+Tiny sizes throughout: configs/tiny.toml, 2 steps per epoch, data written by the tests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import dyncp.train as T
+from dyncp.checkpoint import load_model, save_model
+from dyncp.cli import main
+from dyncp.config import Config, load_config
+from dyncp.errors import CheckpointError, ConfigError
+from dyncp.model import build_model
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = ROOT / "configs/tiny.toml"
+SR = 16000
+SHORT = ["train.epochs=1", "train.steps_per_epoch=2", "data.valid_files=2", "train.batch_size=4"]
+
+
+def _speechlike(rng: np.random.Generator, seconds: float) -> np.ndarray:
+    n = int(seconds * SR)
+    t = np.arange(n) / SR
+    f0 = 110 + 60 * rng.random() + 15 * np.sin(2 * np.pi * 3 * t)
+    phase = 2 * np.pi * np.cumsum(f0) / SR
+    x = sum((0.6 / k) * np.sin(k * phase + rng.random() * 6) for k in range(1, 12))
+    env = 0.1 + 0.9 * np.clip(np.sin(2 * np.pi * 3.5 * t + 6 * rng.random()), 0, None) ** 0.5
+    return (0.2 * x * env).astype(np.float32)
+
+
+def write_pairs(root: Path, n: int = 8, seconds: float = 1.5, seed: int = 0) -> Path:
+    """noisy/ and clean/ folders of ``n`` synthetic pairs at 0-10 dB SNR."""
+    rng = np.random.default_rng(seed)
+    for sub in ("noisy", "clean"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        clean = _speechlike(rng, seconds)
+        noise = rng.standard_normal(clean.size).astype(np.float32)
+        noise *= np.sqrt(np.mean(clean ** 2) / np.mean(noise ** 2) / 10 ** (rng.uniform(0, 10) / 10))
+        sf.write(root / "clean" / f"u{i:02d}.wav", clean, SR)
+        sf.write(root / "noisy" / f"u{i:02d}.wav", clean + noise, SR)
+    return root
+
+
+@pytest.fixture(scope="module")
+def pairs_dir(tmp_path_factory) -> Path:
+    return write_pairs(tmp_path_factory.mktemp("pairs"))
+
+
+def _cfg(pairs: Path, *extra: str) -> Config:
+    return load_config(TINY, [f"data.train=pairs:{pairs}", *SHORT, *extra])
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_model(path)[0].state_dict()
+
+
+def test_phi_target_ramp():
+    cfg = load_config(TINY, ["loss.prune_target=0.6", "train.ramp_fraction=0.5"])
+    assert [T.phi_target(cfg, s, 10) for s in (0, 1, 5, 9)] == pytest.approx([0, 0.12, 0.6, 0.6])
+    cfg0 = load_config(TINY, ["train.ramp_fraction=0"])
+    assert T.phi_target(cfg0, 0, 10) == cfg0.loss.prune_target
+
+
+def test_two_step_training(tmp_path, pairs_dir):
+    cfg = _cfg(pairs_dir)
+    run = tmp_path / "run"
+    best = T.train(cfg, run, progress=False)
+    assert best == run / "best.pt"
+    model, meta = load_model(best)
+    assert meta["epoch"] == 1 and meta["step"] == 2
+    assert meta["data"] == f"pairs:{pairs_dir}"
+    assert set(meta["valid"]) >= {"valid_pesq_wb", "valid_si_sdr", "valid_phi", "valid_loss"}
+    assert 0.0 <= meta["valid"]["valid_phi"] <= 1.0
+    torch.manual_seed(cfg.train.seed)
+    init = build_model(cfg).state_dict()
+    changed = [k for k, v in model.state_dict().items() if not torch.equal(v, init[k])]
+    assert any(k.startswith("blocks.0.pw1") for k in changed)       # it did train
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 1 and rows[0]["epoch"] == "1" and rows[0]["step"] == "2"
+    assert float(rows[0]["train_loss"]) > 0 and float(rows[0]["audio_s_per_s"]) > 0
+    assert np.isfinite(float(rows[0]["valid_si_sdr"]))
+    # the resolved config round-trips; the resume state loads without pickle
+    assert Config.from_dict(tomllib.loads((run / "config.toml").read_text())) == cfg
+    state = torch.load(run / "state.pt", weights_only=True)
+    assert state["format"] == "dyncp-train-state" and state["version"] == 1
+    assert state["epoch"] == 1 and state["step"] == 2 and "rng" in state
+    assert torch.equal(state["model"]["front.weight"], model.state_dict()["front.weight"])
+    assert not list(run.glob(".*tmp"))                               # atomic writes left nothing
+
+
+def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch):
+    # stochastic gates: the torch RNG matters too
+    cfg = _cfg(pairs_dir, "train.epochs=2", "gate.surrogate=stochastic")
+    T.train(cfg, tmp_path / "a", progress=False)
+
+    calls = []
+    real_validate = T.validate
+
+    def killed_in_epoch_2(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt   # the run dies after training epoch 2, before saving it
+        return real_validate(*a, **k)
+
+    monkeypatch.setattr(T, "validate", killed_in_epoch_2)
+    with pytest.raises(KeyboardInterrupt):
+        T.train(cfg, tmp_path / "b", progress=False)
+    monkeypatch.setattr(T, "validate", real_validate)
+    assert T.load_state(tmp_path / "b" / "state.pt")["epoch"] == 1
+    with pytest.raises(ConfigError, match="--resume"):
+        T.train(cfg, tmp_path / "b", progress=False)
+    T.train(cfg, tmp_path / "b", resume=True, progress=False)
+
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    la = list(csv.DictReader((tmp_path / "a" / "log.csv").open()))
+    lb = list(csv.DictReader((tmp_path / "b" / "log.csv").open()))
+    assert [r["train_loss"] for r in la] == [r["train_loss"] for r in lb]
+    assert len(lb) == 2
+    # a finished run is returned as is; a different config is refused
+    mtime = (tmp_path / "b" / "best.pt").stat().st_mtime_ns
+    assert T.train(cfg, tmp_path / "b", progress=False) == tmp_path / "b" / "best.pt"
+    assert (tmp_path / "b" / "best.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(ConfigError, match="different config"):
+        T.train(_cfg(pairs_dir, "train.epochs=2", "train.lr=0.01"), tmp_path / "b",
+                progress=False)
+
+
+def test_init_from_static_checkpoint(tmp_path, pairs_dir):
+    static_cfg = load_config(TINY, ["gate.enabled=false"])
+    torch.manual_seed(3)
+    static = build_model(static_cfg)
+    ckpt = save_model(static, tmp_path / "static.pt")
+    gated = build_model(load_config(TINY))
+    fresh = T.init_from_checkpoint(gated, ckpt)
+    assert fresh and all(".gate." in k for k in fresh)
+    sd, ssd = gated.state_dict(), static.state_dict()
+    assert all(torch.equal(sd[k], ssd[k]) for k in ssd)
+    # fresh gates start open: every channel on
+    with torch.no_grad():
+        _, gates = gated.eval()(torch.rand(1, static_cfg.stft.n_freq, 20))
+    assert all(bool(g.all()) for g in gates)
+    # fine-tuning through train(init=...)
+    T.train(_cfg(pairs_dir), tmp_path / "ft", init=ckpt, progress=False)
+    assert load_model(tmp_path / "ft" / "best.pt")[0].gated
+    # a checkpoint of another width cannot initialise this config
+    wide = save_model(build_model(load_config(TINY, ["model.hidden=48"])), tmp_path / "w.pt")
+    with pytest.raises(CheckpointError, match="blocks.0.pw1"):
+        T.init_from_checkpoint(build_model(load_config(TINY)), wide)
+
+
+def test_ddp_two_processes(tmp_path, pairs_dir):
+    """torchrun, 2 CPU processes (gloo): rank 0 writes a loadable best.pt."""
+    run = tmp_path / "ddp"
+    sets = [a for s in [f"data.train=pairs:{pairs_dir}", *SHORT] for a in ("--set", s)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "dyncp", "train", "--config", str(TINY), *sets, "--run-dir", str(run),
+           "--no-progress"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    model, meta = load_model(run / "best.pt")
+    assert model.gated and meta["epoch"] == 1 and meta["step"] == 2
+    rows = list(csv.DictReader((run / "log.csv").open()))
+    assert len(rows) == 1
+    # 2 ranks x batch 4 x 2 steps of 1 s: the speed counts both ranks' audio
+    assert float(rows[0]["audio_s_per_s"]) * float(rows[0]["epoch_seconds"]) == \
+        pytest.approx(2 * 4 * 2 * 1.0, rel=1e-3)
+
+
+def test_cli_end_to_end(tmp_path, pairs_dir, capsys):
+    """dyncp train -> evaluate -> enhance on configs/tiny.toml."""
+    run = tmp_path / "run"
+    sets = [a for s in [f"data.train=pairs:{pairs_dir}", *SHORT] for a in ("--set", s)]
+    assert main(["train", "--config", str(TINY), *sets, "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    assert "best checkpoint" in capsys.readouterr().out
+    out_json = tmp_path / "eval.json"
+    assert main(["evaluate", "-c", str(run / "best.pt"), "--data", str(pairs_dir),
+                 "--limit", "3", "--json", str(out_json), "--no-progress"]) == 0
+    res = json.loads(out_json.read_text())
+    assert res["mean"]["n_files"] == 3 and 0.0 <= res["mean"]["pruning_ratio"] <= 1.0
+    assert res["mean"]["gated"] is True
+    assert main(["enhance", str(pairs_dir / "noisy"), "-c", str(run / "best.pt"),
+                 "-o", str(tmp_path / "enh"), "--no-progress"]) == 0
+    outs = sorted(p.name for p in (tmp_path / "enh").glob("*.wav"))
+    assert outs == sorted(p.name for p in (pairs_dir / "noisy").glob("*.wav"))
+    assert sf.info(tmp_path / "enh" / outs[0]).frames == sf.info(pairs_dir / "noisy" / outs[0]).frames
+
+
+def test_cli_train_bad_inputs(tmp_path, pairs_dir, capsys):
+    unpaired = write_pairs(tmp_path / "unpaired", n=3)
+    (unpaired / "clean" / "u01.wav").unlink()
+    not_ckpt = tmp_path / "x.pt"
+    not_ckpt.write_text("not a checkpoint")
+    cases = [["--set", "train.epoch=3"],                                  # wrong key
+             ["--set", f"data.train=pairs:{tmp_path / 'missing'}"],        # missing folder
+             ["--set", f"data.train=pairs:{unpaired}"],                    # unpaired files
+             ["--set", f"data.train=pairs:{pairs_dir}", "--init", str(not_ckpt)],
+             ["--set", f"data.train=pairs:{pairs_dir}", "--resume"]]       # nothing to resume
+    for i, extra in enumerate(cases):
+        run = tmp_path / f"run{i}"
+        code = main(["train", "--config", str(TINY), *extra, "--run-dir", str(run),
+                     "--no-progress"])
+        err = capsys.readouterr().err.strip()
+        assert code == 2, (extra, err)
+        assert err.startswith("dyncp train: error:") and "\n" not in err, err
+        assert not (run / "best.pt").exists() and not (run / "state.pt").exists()
