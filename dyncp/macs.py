@@ -147,9 +147,11 @@ def dynamic_macs(cfg: Config, gates: list[torch.Tensor], lengths: list[int] | No
     per_frame = (fixed_macs_per_frame(cfg) + gate_macs_per_frame(cfg)
                  + per_channel_macs(cfg) * active.sum(dim=0).double())   # [B, T]
     b, t = per_frame.shape
-    valid = torch.ones(b, t, dtype=torch.bool)
+    dev = per_frame.device                      # gates may live on an accelerator
+    valid = torch.ones(b, t, dtype=torch.bool, device=dev)
     if lengths is not None:
-        valid = torch.arange(t).unsqueeze(0) < torch.as_tensor(lengths).unsqueeze(1)
+        valid = (torch.arange(t, device=dev).unsqueeze(0)
+                 < torch.as_tensor(lengths, device=dev).unsqueeze(1))
     return DynamicMacs(per_frame=per_frame, active=active, valid=valid, cfg=cfg)
 
 

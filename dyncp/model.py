@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
-from .gates import Gate, pool_frames
+from .gates import Gate
 
 State = list[torch.Tensor]
 
@@ -83,8 +83,7 @@ class GatedBlock(nn.Module):
         g = None
         hist = torch.cat([pool_cache, x], dim=-1)                   # [B, B_res, L]
         if self.gate is not None:
-            pooled = pool_frames(hist, hist.shape[-1])              # same op as the offline average
-            g = self.gate.binarize(self.gate.score_stack(pooled))
+            g = self.gate.binarize(self.gate.window_scores(hist))   # same ops as offline
         u = self.bn1(self.act1(self.pw1(x)))                        # [B, H, 1]
         if g is not None:
             u = u * g

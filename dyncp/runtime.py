@@ -98,7 +98,8 @@ class SparseRuntime:
                               "checkpoint is non-causal (it looks into the future)")
         self.cfg, self.mode = cfg, mode
         m, g = cfg.model, cfg.gate
-        self.n_freq, self.residual, self.hidden, self.kernel = cfg.stft.n_freq, m.residual, m.hidden, m.kernel
+        self.n_freq, self.residual = cfg.stft.n_freq, m.residual
+        self.hidden, self.kernel = m.hidden, m.kernel
         self.n_blocks, self.gated = m.n_blocks, cfg.gate.enabled
         self.pool_len = g.pool if self.gated else 1
         self.min_active = g.min_active if self.gated else 0
@@ -111,6 +112,13 @@ class SparseRuntime:
         self._gates = np.zeros((self.n_blocks, self.hidden), np.uint8)
         self._scratch = np.zeros((4, max(self.residual, self.hidden, g.reduction)), f32)
         self._active = np.zeros(self.hidden, np.int64)
+        self._gates_out = self._gates if self.gated else self._gates[:0]
+        # the kernel's arguments, bound once: per-frame Python overhead is part of the budget
+        self._weights = (self.compress, self.front_wt, self.front_b, self.back_w, self.back_b,
+                         self.chan, self.pw2_bias, self.gw1t, self.gb1, self.gw2t, self.gb2,
+                         self.dilations, self.kernel, self.gated, mode == "sparse",
+                         self.min_active)
+        self._buffers = (self._mask, self._gates, self._scratch, self._active)
         self.state = self.initial_state()
         # Compile (or load from numba's cache) now, on a throw-away state, so that the first real
         # frame of a stream does not pay for it.
@@ -179,12 +187,8 @@ class SparseRuntime:
         """Like :meth:`step` but returns the runtime's own buffers (overwritten next frame) and
         the number of channels computed; no checks, no copies (the streaming hot path)."""
         st = self.state if state is None else state
-        n = _frame(mag_t, self.compress, self.front_wt, self.front_b, self.back_w, self.back_b,
-                   self.chan, self.pw2_bias, self.gw1t, self.gb1, self.gw2t, self.gb2,
-                   self.dilations, self.kernel, self.gated, self.mode == "sparse", self.min_active,
-                   st.pool, st.dw, st.t, self._mask, self._gates, self._scratch,
-                   self._active)
-        return self._mask, (self._gates if self.gated else self._gates[:0]), n
+        n = _frame(mag_t, *self._weights, st.pool, st.dw, st.t, *self._buffers)
+        return self._mask, self._gates_out, n
 
     def step(self, mag_t: np.ndarray, state: RuntimeState | None = None
              ) -> tuple[np.ndarray, np.ndarray]:

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from numba import njit
 
 from .errors import AudioError, ConfigError, DyncpError
 from .model import ConvFSENet
@@ -72,16 +73,28 @@ def analysis_frame(frame: np.ndarray, win: np.ndarray) -> np.ndarray:
 def synthesis_frame(st: STFTState, spec: np.ndarray, win: np.ndarray, hop: int) -> np.ndarray:
     """Overlap-add one frame's ``w * irfft(spec)``; returns the ``hop`` samples that are final
     (normalised by the overlap-added window square, as ``torch.istft``) and shifts the buffers."""
-    n_fft = win.shape[0]
-    st.ola += np.fft.irfft(spec, n_fft) * win
-    st.env += win * win
-    # env is 0 only at padded index 0 (w[0] = 0, no earlier frame), which lies in the dropped
-    # left padding; divide elsewhere
-    out = np.divide(st.ola[:hop], st.env[:hop], out=np.zeros(hop), where=st.env[:hop] > 0)
-    st.ola[:-hop] = st.ola[hop:]
-    st.ola[-hop:] = 0.0
-    st.env[:-hop] = st.env[hop:]
-    st.env[-hop:] = 0.0
+    return _overlap_add(st.ola, st.env, np.fft.irfft(spec, win.shape[0]), win, hop)
+
+
+@njit(cache=True, nogil=True)
+def _overlap_add(ola, env, y, win, hop):
+    """ola += w*y, env += w^2; pop the first ``hop`` samples as ola/env; shift both by ``hop``.
+    (numba: one call instead of seven numpy ones, ~10 µs less per frame.)"""
+    n = ola.shape[0]
+    for i in range(n):
+        ola[i] += win[i] * y[i]
+        env[i] += win[i] * win[i]
+    out = np.empty(hop)
+    for i in range(hop):
+        # env is 0 only at padded index 0 (w[0] = 0, no earlier frame), inside the dropped
+        # left padding
+        out[i] = ola[i] / env[i] if env[i] > 0 else 0.0
+    for i in range(n - hop):
+        ola[i] = ola[i + hop]
+        env[i] = env[i + hop]
+    for i in range(n - hop, n):
+        ola[i] = 0.0
+        env[i] = 0.0
     return out
 
 

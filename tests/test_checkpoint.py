@@ -128,6 +128,11 @@ def test_inconsistent_contents(tiny_model, tmp_path):
     save_atomic(wider, tmp_path / "c.pt")
     with pytest.raises(CheckpointError, match="weights do not match"):
         load_model(tmp_path / "c.pt")
+    for i, bad in enumerate([{**d, "state_dict": [1, 2]}, {**d, "meta": 3},
+                             {**d, "state_dict": {**d["state_dict"], "front.weight": 3}}]):
+        save_atomic(bad, tmp_path / f"d{i}.pt")
+        with pytest.raises(CheckpointError, match=f"d{i}.pt"):
+            load_model(tmp_path / f"d{i}.pt")
 
 
 @pytest.mark.parametrize("keep", [0.5, 0.1, 0.0])

@@ -95,6 +95,8 @@ def test_toml_escapes_strings():
     cfg = load_config(None, ['data.cache_dir="a \\"quoted\\" \\\\ path"'])
     assert cfg.data.cache_dir == 'a "quoted" \\ path'
     assert Config.from_dict(tomllib.loads(cfg.to_toml())) == cfg
+    odd = Config.from_dict({"data": {"cache_dir": "tab\there\nnewline \x7f é 😀 \\ \""}})
+    assert Config.from_dict(tomllib.loads(odd.to_toml())) == odd
 
 
 BAD_OVERRIDES = [
@@ -113,6 +115,8 @@ BAD_OVERRIDES = [
     ('model.dilations=[1, "x"]', "model.dilations[1]"),
     ("model.dilations=[]", "model.dilations"),
     ("stft.hop=0", "stft.hop"),
+    ("loss.usage_weight=nan", "loss.usage_weight"),     # TOML allows nan/inf: rejected
+    ("data.segment_seconds=inf", "data.segment_seconds"),
     ("gate.min_active=999", "gate.min_active"),         # cross-field check
     ("model=3", "model"),                               # a value where a table belongs
     ("model.hidden.x=1", "model.hidden"),               # a table where a value belongs

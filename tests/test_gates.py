@@ -175,3 +175,19 @@ def test_gates_start_open_inside_the_surrogate_window(name, request):
         h, g = blk(h)
         assert g.min().item() == 1.0
     assert blk.gate.score2.bias.detach().eq(cfg.gate.init_bias).all()
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+def test_model_usage_loss_reaches_every_gate(surrogate, tiny_cfg):
+    """Through the whole network (train mode): the usage loss and a mask loss give every gate
+    layer of every block a gradient; nothing on the way detaches the gates."""
+    from dyncp.losses import usage_loss
+
+    cfg = tiny_cfg.replace(gate=dataclasses.replace(tiny_cfg.gate, surrogate=surrogate))
+    torch.manual_seed(0)
+    model = ConvFSENet(cfg).train()
+    mask, gates = model(torch.rand(2, cfg.stft.n_freq, 20) ** 3 * 4)
+    (usage_loss(gates, 0.5) + mask.mean()).backward()
+    for i, blk in enumerate(model.blocks):
+        for name, p in blk.gate.named_parameters():
+            assert p.grad is not None and p.grad.abs().sum().item() > 0, (i, name)

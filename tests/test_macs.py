@@ -122,16 +122,18 @@ def _counted_macs_per_frame(cfg, frames: int = 50) -> float:
 @pytest.mark.parametrize("name", ["paper", "tiny"])
 @pytest.mark.parametrize("causal", [True, False])
 def test_static_count_agrees_with_flop_counter(name, causal):
-    cfg = load_config(CONFIGS / f"{name}.toml", ["gate.enabled=false", f"model.causal={str(causal).lower()}"])
+    cfg = load_config(CONFIGS / f"{name}.toml",
+                      ["gate.enabled=false", f"model.causal={str(causal).lower()}"])
     assert _counted_macs_per_frame(cfg) == macs.static_macs_per_frame(cfg)
 
 
 @pytest.mark.parametrize("name", ["paper", "tiny"])
 def test_gate_overhead_agrees_with_flop_counter(name):
-    """Gated minus dense, as counted: the score stacks plus the moving average (B x L per block),
-    which the analytic count excludes on purpose (it is pooling, not a learned layer)."""
+    """Gated minus dense, as counted: the score stacks plus the moving average (R x L per block:
+    the gate averages its R-channel projection, gates.Gate.scores), which the analytic count
+    excludes on purpose (it is pooling, not a learned layer)."""
     cfg = load_config(CONFIGS / f"{name}.toml")
     dense = load_config(CONFIGS / f"{name}.toml", ["gate.enabled=false"])
     extra = _counted_macs_per_frame(cfg) - _counted_macs_per_frame(dense)
-    pool = cfg.model.residual * cfg.gate.pool * cfg.model.n_blocks
+    pool = cfg.gate.reduction * cfg.gate.pool * cfg.model.n_blocks
     assert extra == macs.gate_macs_per_frame(cfg) + pool

@@ -41,7 +41,7 @@ def _speechlike(rng: np.random.Generator, seconds: float) -> np.ndarray:
     return (0.2 * x * env).astype(np.float32)
 
 
-def write_pairs(root: Path, n: int = 8, seconds: float = 1.5, seed: int = 0) -> Path:
+def write_pairs(root: Path, n: int = 12, seconds: float = 1.5, seed: int = 0) -> Path:
     """noisy/ and clean/ folders of ``n`` synthetic pairs at 0-10 dB SNR."""
     rng = np.random.default_rng(seed)
     for sub in ("noisy", "clean"):

@@ -57,7 +57,7 @@ def _check_split(split: str) -> None:
 
 
 def _entries(kind: str, args: list[str], cfg: Config, split: str, skips: Skips,
-             progress: bool) -> list[Entry]:
+             progress: bool | None) -> list[Entry]:
     if kind == "builtin":
         root = build_builtin(cfg, progress=progress)
         return folder_entries(root, split, skips)
@@ -67,11 +67,12 @@ def _entries(kind: str, args: list[str], cfg: Config, split: str, skips: Skips,
 
 
 def training_set(cfg: Config, split: str = "train", spec: str | None = None,
-                 progress: bool = True) -> torch.utils.data.Dataset:
+                 progress: bool | None = None) -> torch.utils.data.Dataset:
     """Training crops: item i -> (noisy, clean) float32 tensors [N], N = round(
     cfg.data.segment_seconds * cfg.stft.sample_rate); deterministic given cfg.data.seed, the
     item index and ``dataset.set_epoch(e)``. ``spec`` defaults to cfg.data.train (train) or
-    cfg.data.valid or cfg.data.train (valid). ``dataset.skipped`` counts skipped bad pairs."""
+    cfg.data.valid or cfg.data.train (valid). ``dataset.skipped`` counts skipped bad pairs.
+    ``progress``: show bars while building/converting (None: only on a terminal)."""
     _check_split(split)
     if spec is None:
         spec = cfg.data.train if split == "train" else (cfg.data.valid or cfg.data.train)
@@ -84,7 +85,7 @@ def training_set(cfg: Config, split: str = "train", spec: str | None = None,
 
 
 def eval_pairs(spec: str, cfg: Config, split: str = "test", limit: int = 0,
-               progress: bool = True) -> PairList:
+               progress: bool | None = None) -> PairList:
     """Whole-file pairs (name order) of ``split`` at cfg.stft.sample_rate; ``limit`` > 0 keeps
     the first ``limit``. Returns a list of :class:`Pair` with ``.skipped`` (bad pairs skipped
     when cfg.data.skip_bad is set)."""
@@ -107,7 +108,8 @@ def eval_pairs(spec: str, cfg: Config, split: str = "test", limit: int = 0,
     return out
 
 
-def export_pairs(spec: str, cfg: Config, out_dir: Path | str, progress: bool = True) -> Path:
+def export_pairs(spec: str, cfg: Config, out_dir: Path | str,
+                 progress: bool | None = True) -> Path:
     """Write every split of ``spec`` as ``out_dir/<split>/{noisy,clean}/*.wav`` + manifest.csv
     (the built-in corpus is built straight into ``out_dir``). Returns ``out_dir``."""
     import csv

@@ -15,22 +15,28 @@ Design (our choices, not from the paper):
   sentences (``texts.txt``, 7 languages) are split 80/10/10 % per language. English text is
   also read by other Latin-script language voices (accented speech). Per utterance: pitch 15-85,
   pitch range 20-100, rate 120-220 words/min. Utterances are 1.5-5 s (short ones get a second
-  sentence, long ones are cut at 5 s with a 50 ms fade).
+  sentence, long ones are cut at 5 s with a 50 ms fade). A pink floor 60 dB below the speech
+  level replaces eSpeak's digital silence in the clean signal.
 - Noise kinds from :mod:`dyncp.data.noise`, one per utterance (round robin over a shuffled
-  list), plus with probability 0.3 a second kind 6-15 dB lower. Babble uses the same split's
-  utterances, so no valid/test talker leaks into training. SNR ~ U[snr_min, snr_max] dB.
-- Clean speech level ~ U[-32, -18] dBFS RMS; clean and noisy then share one gain so that the
-  noisy peak is at most 0.95 (no clipping).
+  list), plus with probability 0.3 a second kind 6-15 dB lower. Babble sums 3-7 of the same
+  split's first 64 utterances, so no valid/test talker leaks into training.
+  SNR ~ U[snr_min, snr_max] dB.
+- Level: clean and noisy share one gain that puts the noisy peak log-uniformly in
+  [-20, -0.5] dBFS (0.1-0.94): varied levels, never clipped.
 - eSpeak is not bit-reproducible across repeated calls in one process, so everything is generated
   once in a fixed order, written to a temporary folder and renamed into place when complete: an
   interrupted build is redone, never half-used. The cache key hashes the settings that change
-  the audio plus :data:`CORPUS_VERSION`.
+  the audio, the sentence list and :data:`CORPUS_VERSION`. The plan (voices, sentences, noise,
+  SNRs, levels) is a function of cfg.data.seed; eSpeak's waveforms for some voices still differ
+  by a few samples from one build to the next (measured: even in fresh processes, and
+  ``espeak_ng_SetRandSeed`` does not fix it), so reproducibility comes from the cache.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -47,7 +53,7 @@ from ..config import Config
 from ..errors import DataError
 from . import noise as noisegen
 
-CORPUS_VERSION = 1
+CORPUS_VERSION = 3
 SPLITS = ("train", "valid", "test")
 MIN_S, MAX_S = 1.5, 5.0
 # Latin-script languages whose voices also read the English sentences (accented English).
@@ -57,6 +63,7 @@ FOREIGN_READERS = ("de", "nl", "sv", "da", "nb", "fi", "pl", "cs", "it", "es", "
                    "hu", "id", "sw", "tr", "eo")
 # Variants that are not human-like enough to serve as a clean target.
 EXCLUDED_VARIANTS = {"Demonic", "UniRobot", "anikaRobot"}
+BABBLE_POOL = 64  # utterances of a split that serve as its babble talkers
 NOISE_ORDER = ("white", "pink", "brown", "band", "babble", "modulated", "nonstationary", "hum",
                "clicks", "babble", "pink", "nonstationary")
 
@@ -87,7 +94,9 @@ def load_texts() -> dict[str, list[str]]:
 def corpus_settings(cfg: Config) -> dict:
     """Everything that changes the corpus's audio; its hash is the cache key."""
     d = cfg.data
-    return {"version": CORPUS_VERSION, "seed": d.seed, "sample_rate": cfg.stft.sample_rate,
+    texts = hashlib.sha256(Path(__file__).with_name("texts.txt").read_bytes()).hexdigest()[:12]
+    return {"version": CORPUS_VERSION, "texts": texts, "seed": d.seed,
+            "sample_rate": cfg.stft.sample_rate,
             "snr_min": d.snr_min, "snr_max": d.snr_max, "train": d.builtin_train,
             "valid": d.builtin_valid, "test": d.builtin_test}
 
@@ -192,31 +201,42 @@ def synthesise(u: Utterance, sr: int) -> tuple[np.ndarray, str]:
     return wav, " ".join(spoken)
 
 
+def _speak(u: Utterance, sr: int) -> tuple[np.ndarray, dict]:
+    """Speech of one utterance and its manifest fields; a failing voice falls back to 'en'."""
+    try:
+        wav, text = synthesise(u, sr)
+        voice = u.voice
+    except DataError as e:
+        warnings.warn(f"built-in corpus: {e}; using voice 'en' instead", stacklevel=2)
+        wav, text = synthesise(Utterance(u.name, "en", "en", u.pitch, u.range_, u.rate,
+                                         u.texts), sr)
+        voice = "en"
+    return wav, {"name": u.name, "voice": voice, "language": u.language, "pitch": u.pitch,
+                 "range": u.range_, "rate": u.rate, "text": text}
+
+
 def _build_split(split: str, utts: list[Utterance], cfg: Config, out: Path, bar) -> list[dict]:
     sr = cfg.stft.sample_rate
     rng = np.random.default_rng([cfg.data.seed, SPLITS.index(split), 15485863])
-    speech: list[np.ndarray] = []
-    rows: list[dict] = []
-    for u in utts:  # 1) speech, in a fixed order; a failing voice falls back to plain English
-        try:
-            wav, text = synthesise(u, sr)
-            voice = u.voice
-        except DataError as e:
-            warnings.warn(f"built-in corpus: {e}; using voice 'en' instead", stacklevel=2)
-            fallback = Utterance(u.name, "en", "en", u.pitch, u.range_, u.rate, u.texts)
-            wav, text = synthesise(fallback, sr)
-            voice = "en"
-        speech.append(wav)
-        rows.append({"name": u.name, "voice": voice, "language": u.language, "pitch": u.pitch,
-                     "range": u.range_, "rate": u.rate, "text": text})
-        bar.update(1)
+    # The first BABBLE_POOL utterances are synthesised first and kept as the split's babble
+    # talkers; the rest are synthesised, mixed and written one by one (bounded memory).
+    head = [_speak(u, sr) for u in utts[:BABBLE_POOL]]
+    bar.update(len(head))
+    pool_all = [wav for wav, _ in head]
     for d in ("clean", "noisy"):
         (out / split / d).mkdir(parents=True, exist_ok=True)
     kinds = [NOISE_ORDER[i] for i in rng.permutation(len(NOISE_ORDER))]
-    for i, (wav, row) in enumerate(zip(speech, rows)):  # 2) noise and mixing
+    rows: list[dict] = []
+    for i, u in enumerate(utts):
+        if i < len(head):
+            wav, row = head[i]
+        else:
+            wav, row = _speak(u, sr)
+            bar.update(1)
+        rows.append(row)
         n = len(wav)
         kind = kinds[i % len(kinds)]
-        pool = [s for j, s in enumerate(speech) if j != i]
+        pool = [s for j, s in enumerate(pool_all) if j != i]
         noise = noisegen.make_noise(kind, rng, n, sr, pool)
         label = kind
         if rng.random() < 0.3:
@@ -225,14 +245,20 @@ def _build_split(split: str, utts: list[Utterance], cfg: Config, out: Path, bar)
                 kind2, rng, n, sr, pool)
             label = f"{kind}+{kind2}"
         snr = float(rng.uniform(cfg.data.snr_min, cfg.data.snr_max))
-        level = 10 ** (rng.uniform(-32, -18) / 20)
-        clean = wav * (level / max(float(np.sqrt(np.mean(wav ** 2))), 1e-9))
-        noisy = noisegen.mix_at_snr(clean, noise, snr)
-        peak = float(np.max(np.abs(noisy)))
-        if peak > 0.95:
-            clean, noisy = clean * (0.95 / peak), noisy * (0.95 / peak)
+        # eSpeak pauses are digital silence; real clean recordings have a floor. A pink floor
+        # 60 dB below the speech RMS (inaudible, below 16-bit quantisation at most levels).
+        rms = float(np.sqrt(np.mean(wav.astype(np.float64) ** 2)))
+        wav = wav + 1e-3 * rms * noisegen.pink(rng, n, sr)
+        noisy = noisegen.mix_at_snr(wav, noise, snr)
+        # One gain for both: the noisy peak lands log-uniformly in [-20, -0.5] dBFS.
+        gain = 10 ** (rng.uniform(-20, -0.5) / 20) / max(float(np.max(np.abs(noisy))), 1e-9)
+        clean, noisy = wav * gain, noisy * gain
         for d, x in (("clean", clean), ("noisy", noisy)):
-            sf.write(out / split / d / f"{row['name']}.wav", x, sr, subtype="PCM_16")
+            # Through memory: soundfile's close() syncs the file to disk, 100x slower here.
+            buf = io.BytesIO()
+            sf.write(buf, x, sr, subtype="PCM_16", format="WAV")
+            (out / split / d / f"{row['name']}.wav").write_bytes(buf.getvalue())
+        bar.update(1)
         row.update(noise=label, snr_db=round(snr, 2), seconds=round(n / sr, 3))
     with open(out / split / "manifest.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
@@ -253,7 +279,8 @@ def is_complete(root: Path, key: str | None = None) -> bool:
     return key is None or info.get("key") == key
 
 
-def build_builtin(cfg: Config, out_dir: Path | str | None = None, progress: bool = True) -> Path:
+def build_builtin(cfg: Config, out_dir: Path | str | None = None,
+                  progress: bool | None = True) -> Path:
     """Build (or reuse) the built-in corpus; return its root (see the module docstring).
 
     ``out_dir`` None: the cache, ``<cache>/builtin-v<version>-<key>``. Otherwise the corpus is
@@ -283,8 +310,9 @@ def build_builtin(cfg: Config, out_dir: Path | str | None = None, progress: bool
     try:  # build in a temporary folder, rename when complete
         utts = plan(cfg, synth().voices())
         total = sum(len(v) for v in utts.values())
-        with tqdm(total=total, desc="built-in corpus", unit="utt", disable=not progress,
-                  leave=False) as bar:
+        # Two steps per utterance: synthesis, then noise + mixing + writing.
+        with tqdm(total=2 * total, desc="built-in corpus", unit="step", leave=False,
+                  disable=None if progress is None else not progress) as bar:
             counts = {s: len(_build_split(s, utts[s], cfg, tmp, bar)) for s in SPLITS}
         info = {"key": key, "settings": corpus_settings(cfg), "utterances": counts,
                 "build_seconds": round(time.perf_counter() - t0, 2),

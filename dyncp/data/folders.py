@@ -170,7 +170,7 @@ def _convert(src: Path, dst: Path, sr: int) -> None:
 
 
 def voicebank_entries(root: Path, split: str, cfg: Config, skips: Skips,
-                      progress: bool = False) -> list[Entry]:
+                      progress: bool | None = False) -> list[Entry]:
     """Entries of VoiceBank+DEMAND's ``train`` (26 speakers), ``valid`` (p226, p287) or
     ``test`` split, resampled into the cache when the files are not at the model's rate."""
     from .builtin import cache_root
@@ -207,7 +207,7 @@ def voicebank_entries(root: Path, split: str, cfg: Config, skips: Skips,
         for d in dirs:
             (cache / d).mkdir(parents=True, exist_ok=True)
         for src, dst in tqdm(todo, desc=f"voicebank -> {sr} Hz", unit="file",
-                             disable=not progress, leave=False):
+                             disable=None if progress is None else not progress, leave=False):
             _convert(src, dst, sr)
     names = {e.name for e in entries}
     return pair_entries(cache / dirs[0], cache / dirs[1], skips, lambda n: n in names)

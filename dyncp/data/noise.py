@@ -24,10 +24,12 @@ def _unit(x: np.ndarray) -> np.ndarray:
 
 def _shaped(rng: np.random.Generator, n: int, sr: int, gain: Callable[[np.ndarray], np.ndarray]
             ) -> np.ndarray:
-    """White Gaussian noise shaped in the frequency domain by ``gain(f_hz)`` (amplitude)."""
-    spec = np.fft.rfft(rng.standard_normal(n))
-    f = np.fft.rfftfreq(n, 1.0 / sr)
-    return _unit(np.fft.irfft(spec * gain(f), n))
+    """White Gaussian noise shaped in the frequency domain by ``gain(f_hz)`` (amplitude).
+    Computed at the next power of two and cropped: FFTs of arbitrary lengths can be slow."""
+    m = 1 << max(int(n - 1).bit_length(), 1)
+    spec = np.fft.rfft(rng.standard_normal(m))
+    f = np.fft.rfftfreq(m, 1.0 / sr)
+    return _unit(np.fft.irfft(spec * gain(f), m)[:n])
 
 
 def white(rng, n, sr):
@@ -82,7 +84,8 @@ def nonstationary(rng, n, sr):
         env[i:i + seg] = 10 ** (rng.uniform(-30, 0) / 20)
         i += seg
     k = max(int(0.02 * sr), 1)
-    env = np.convolve(env, np.ones(k) / k, mode="same")
+    c = np.concatenate([[0.0], np.cumsum(np.pad(env, (k // 2, k - 1 - k // 2), mode="edge"))])
+    env = (c[k:] - c[:-k]) / k  # moving average over k samples, same length
     return _unit(_colored(rng, n, sr) * env)
 
 
