@@ -116,19 +116,27 @@ def has_dnsmos() -> bool:
         return False
 
 
-def single_thread() -> int:
-    """One compute thread for torch and numba (onnxruntime sessions are built with 1 thread);
-    returns torch's previous thread count."""
+def set_threads(n: int | tuple[int, int]) -> tuple[int, int]:
+    """Set torch's and numba's compute threads (an int for both, or the pair a previous call
+    returned); returns the previous (torch, numba) pair. onnxruntime sessions are built with one
+    thread where they are created."""
+    import numba
     import torch
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        import numba
-        numba.set_num_threads(1)
-    except (ImportError, ValueError):
-        pass
+    t, nb = (n, n) if isinstance(n, int) else n
+    prev = (torch.get_num_threads(), numba.get_num_threads())
+    torch.set_num_threads(t)
+    numba.set_num_threads(min(nb, numba.config.NUMBA_NUM_THREADS))
     return prev
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist) if dist else None
+    except PackageNotFoundError:
+        return None
 
 
 def empty_row(name: str, error: str | None = None) -> dict:
@@ -181,7 +189,7 @@ def run_system(sys_: System, pairs: list[Pair], max_lag_s: float = 0.1, use_dnsm
                rtf=seconds / audio_s if timed else None,
                rtf_cpu=cpu_s / audio_s if timed else None,
                delay_samples=delay, delay_spread=int(max(lags) - min(lags)),
-               native_sr=sys_.sr, n_files=len(pairs))
+               native_sr=sys_.sr, n_files=len(pairs), version=_version(sys_.dist))
     return row
 
 
@@ -191,7 +199,7 @@ def compare(data: str | Path | list[Pair], models: list[str | Path] = (), peers:
     """Run every system on ``data`` (folder with noisy/ and clean/, a dataset spec, or pairs);
     returns one row per system with the keys of :data:`KEYS` (plus ``dnsmos_sig``,
     ``dnsmos_bak``, ``cost_source``, ``delay_spread`` (max - min per-file lag), ``native_sr``,
-    ``n_files``, ``rtf_cpu`` and the other keys of :func:`dyncp.metrics.score`).
+    ``n_files``, ``version`` (the peer's PyPI version), ``rtf_cpu`` and the other keys of :func:`dyncp.metrics.score`).
     ``rtf``: wall-clock seconds of processing per second of audio, one thread; ``rtf_cpu``: the
     same in CPU seconds of the whole process (``time.process_time``: it counts any helper thread
     a system starts, and not the time spent waiting for a core on a shared machine).
@@ -201,7 +209,7 @@ def compare(data: str | Path | list[Pair], models: list[str | Path] = (), peers:
     systems: list[System] = [Noisy()] + ([c() for c in PEERS] if peers else [])
     for m in models:
         systems += [Dyncp(m), Dyncp(m, "sparse")]
-    prev = single_thread()
+    prev = set_threads(1)
     try:
         rows = []
         for s in systems:
@@ -209,8 +217,7 @@ def compare(data: str | Path | list[Pair], models: list[str | Path] = (), peers:
                 print(f"{s.name} ...", flush=True)
             rows.append(run_system(s, pairs, max_lag_s, use_dnsmos))
     finally:
-        import torch
-        torch.set_num_threads(prev)
+        set_threads(prev)
     return rows
 
 
@@ -231,7 +238,8 @@ def markdown(rows: list[dict]) -> str:
                      f"{_f(r['mmac_per_s'], '.1f')} | {_f(r['rtf'], '.4f')} | "
                      f"{_f(r.get('rtf_cpu'), '.4f')} | "
                      f"{_f(r['delay_samples'], 'd')} |")
-    notes = [f"- {r['system']}: cost {r['cost_source']}" for r in rows if r.get("cost_source")]
+    notes = [f"- {r['system']}" + (f" ({r['version']})" if r.get("version") else "")
+             + f": cost {r['cost_source']}" for r in rows if r.get("cost_source")]
     notes += [f"- {r['system']}: **not run**: {r['error']}" for r in rows if r["error"]]
     return "\n".join(lines) + "\n\n" + "\n".join(notes) + "\n"
 

@@ -66,20 +66,25 @@ def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
-def collect_inputs(inputs: list[str | Path]) -> list[tuple[Path, Path]]:
+def collect_inputs(inputs: list[str | Path], exclude: str | Path | None = None
+                   ) -> list[tuple[Path, Path]]:
     """Files and folders -> [(input file, output path relative to the output folder)].
 
     A file keeps its name; a folder is searched recursively for .wav/.flac files, which keep their
-    path relative to that folder. Outputs are always WAV (``.flac`` becomes ``.wav``).
+    path relative to that folder; files under ``exclude`` (the output folder, when it lies inside
+    an input folder) are not collected. Outputs are always WAV (``.flac`` becomes ``.wav``).
     """
     from .errors import DataError
 
+    skip = Path(exclude).resolve() if exclude is not None else None
     out: list[tuple[Path, Path]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
+            inner = skip if skip is not None and skip != p.resolve() else None
             found = sorted(f for f in p.rglob("*") if f.is_file()
-                           and f.suffix.lower() in AUDIO_SUFFIXES and not f.name.startswith("."))
+                           and f.suffix.lower() in AUDIO_SUFFIXES and not f.name.startswith(".")
+                           and not (inner is not None and f.resolve().is_relative_to(inner)))
             if not found:
                 raise DataError(f"{p}: folder holds no .wav or .flac files")
             out += [(f, f.relative_to(p).with_suffix(".wav")) for f in found]
@@ -109,7 +114,7 @@ def enhance_files(model: ConvFSENet, inputs: list[str | Path], out_dir: str | Pa
     from .audio import load_audio, save_audio
 
     out_dir = Path(out_dir)
-    jobs = collect_inputs(inputs)
+    jobs = collect_inputs(inputs, exclude=out_dir)
     sources = {src.resolve() for src, _ in jobs}
     rates = []
     for src, rel in jobs:

