@@ -11,30 +11,12 @@ from dyncp.config import load_config
 from dyncp.errors import ConfigError
 from dyncp.model import ConvFSENet
 from dyncp.runtime import SparseRuntime
+from conftest import randomize_model
 
 torch.set_num_threads(1)
 
 
-def randomize(model: ConvFSENet, seed: int = 0, gate_bias: float = 0.0) -> ConvFSENet:
-    """Random BatchNorm statistics (negative scales too), PReLU slopes, switching gates."""
-    g = torch.Generator().manual_seed(seed)
-
-    def fill(t, lo, hi):
-        t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=g))
-
-    with torch.no_grad():
-        for blk in model.blocks:
-            for bn in (blk.bn1, blk.bn2):
-                fill(bn.running_mean, -0.3, 0.3)
-                fill(bn.running_var, 0.5, 2.0)
-                fill(bn.weight, -0.5, 1.5)
-                fill(bn.bias, -0.3, 0.3)
-            fill(blk.act1.weight, 0.0, 0.5)
-            fill(blk.act2.weight, -0.2, 0.5)
-            if blk.gate is not None:
-                fill(blk.gate.score2.weight, -0.5, 0.5)
-                fill(blk.gate.score2.bias, gate_bias - 0.8, gate_bias + 0.8)
-    return model.eval()
+randomize = randomize_model  # shared with the core tests (tests/conftest.py)
 
 
 def mags(n_freq: int, frames: int, seed: int = 0) -> np.ndarray:

@@ -14,32 +14,13 @@ from dyncp.enhance import enhance_tensor
 from dyncp.errors import AudioError, ConfigError, DyncpError
 from dyncp.model import ConvFSENet
 from dyncp.streaming import Streamer, stream_file
+from conftest import randomize_model
 
 torch.set_num_threads(1)
 CHUNKS = [0, 1, 160, 256, 1000, "random"]
 
 
-def randomize(model: ConvFSENet, seed: int = 0) -> ConvFSENet:
-    """Non-trivial BatchNorm statistics (negative scales included), PReLU slopes and gates that
-    switch: a model whose streaming errors could not hide behind identity layers."""
-    g = torch.Generator().manual_seed(seed)
-
-    def fill(t, lo, hi):
-        t.copy_(lo + (hi - lo) * torch.rand(t.shape, generator=g))
-
-    with torch.no_grad():
-        for blk in model.blocks:
-            for bn in (blk.bn1, blk.bn2):
-                fill(bn.running_mean, -0.3, 0.3)
-                fill(bn.running_var, 0.5, 2.0)
-                fill(bn.weight, -0.5, 1.5)
-                fill(bn.bias, -0.3, 0.3)
-            fill(blk.act1.weight, 0.0, 0.5)
-            fill(blk.act2.weight, -0.2, 0.5)
-            if blk.gate is not None:
-                fill(blk.gate.score2.weight, -0.5, 0.5)
-                fill(blk.gate.score2.bias, -0.8, 0.8)
-    return model.eval()
+randomize = randomize_model  # shared with the core tests (tests/conftest.py)
 
 
 def model_for(name: str, *overrides: str) -> ConvFSENet:
