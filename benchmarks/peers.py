@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import os
 
-# One thread everywhere, set before numpy/torch/numba/onnxruntime start their pools.
-for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ.setdefault(_v, "1")
+# One thread everywhere, set before numpy/torch/numba/onnxruntime start their pools. Only when
+# run as a script: importing this module (the tests do) must not change the process's
+# environment (numba refuses a NUMBA_NUM_THREADS that changes after its pool started).
+if __name__ == "__main__":
+    for _v in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_v, "1")
 
 import sys  # noqa: E402
 

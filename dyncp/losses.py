@@ -101,8 +101,15 @@ def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor]
         loss = loss + cfg.si_sdr_weight * out["si_sdr"]
     if gates:
         tgt = cfg.prune_target if target is None else target
-        out["usage"] = usage_loss(gates, tgt, cfg.usage_mode)
-        out["phi"] = pruning_ratio(gates).detach()
+        # One pass over the gate tensors serves both the loss and the logged Phi.
+        phi_b = pruning_ratio(gates, per_block=True)
+        if cfg.usage_mode == "global":
+            out["usage"] = (phi_b.mean() - tgt).pow(2)
+        elif cfg.usage_mode == "per_block":
+            out["usage"] = (phi_b - tgt).pow(2).mean()
+        else:
+            raise ValueError(f"unknown usage mode {cfg.usage_mode!r} (global, per_block)")
+        out["phi"] = phi_b.detach().mean()
         loss = loss + cfg.usage_weight * out["usage"]
     out["loss"] = loss
     return out
