@@ -113,8 +113,6 @@ def _report_run(args: argparse.Namespace) -> int:
     static = [n for n, m in models.items() if not m.gated]
     report = build_report(args.out, models, evals, pairs, n_examples=args.examples,
                           static_name=static[0] if static else None)
-    import json
-
     print(format_table(json.loads((Path(args.out) / "results.json").read_text())))
     print(f"report: {report.resolve()}")
     return 0

@@ -275,12 +275,9 @@ def plot(rows: list[dict], path: str | Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[0].set_title("quality vs cost (published MACs for peers)", fontsize=10)
     axes[1].set_title("quality vs measured speed", fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    from .report import save_figure
+
+    return save_figure(fig, path, dpi=120)
 
 
 def save(rows: list[dict], json_path=None, md_path=None, plot_path=None) -> str:

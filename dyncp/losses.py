@@ -79,14 +79,22 @@ def pruning_ratio(gates: list[torch.Tensor], per_block: bool = False,
     return phi if per_block else phi.mean()
 
 
+def usage_from_ratios(phi_per_block: torch.Tensor, target: float, mode: str = "global"
+                      ) -> torch.Tensor:
+    """L_DCP from per-block pruning ratios [n_blocks]: ``(mean Phi - target)^2`` (global; every
+    block has the same H, so the mean of block ratios is the overall ratio) or the mean of
+    per-block squared errors (per_block)."""
+    if mode == "global":
+        return (phi_per_block.mean() - target).pow(2)
+    if mode == "per_block":
+        return (phi_per_block - target).pow(2).mean()
+    raise ValueError(f"unknown usage mode {mode!r} (global, per_block)")
+
+
 def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
                valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_DCP: ``(Phi - target)^2`` (global) or the mean of per-block squared errors."""
-    if mode == "global":
-        return (pruning_ratio(gates, valid=valid) - target).pow(2)
-    if mode == "per_block":
-        return (pruning_ratio(gates, per_block=True, valid=valid) - target).pow(2).mean()
-    raise ValueError(f"unknown usage mode {mode!r} (global, per_block)")
+    return usage_from_ratios(pruning_ratio(gates, per_block=True, valid=valid), target, mode)
 
 
 def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor], cfg: LossConfig,
@@ -103,12 +111,7 @@ def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor]
         tgt = cfg.prune_target if target is None else target
         # One pass over the gate tensors serves both the loss and the logged Phi.
         phi_b = pruning_ratio(gates, per_block=True)
-        if cfg.usage_mode == "global":
-            out["usage"] = (phi_b.mean() - tgt).pow(2)
-        elif cfg.usage_mode == "per_block":
-            out["usage"] = (phi_b - tgt).pow(2).mean()
-        else:
-            raise ValueError(f"unknown usage mode {cfg.usage_mode!r} (global, per_block)")
+        out["usage"] = usage_from_ratios(phi_b, tgt, cfg.usage_mode)
         out["phi"] = phi_b.detach().mean()
         loss = loss + cfg.usage_weight * out["usage"]
     out["loss"] = loss

@@ -57,6 +57,16 @@ def _fmt(value: Any, fmt: str) -> str:
         return str(value)
 
 
+def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    _plt().close(fig)
+    return path
+
+
 # -- results rows --------------------------------------------------------------------------------
 def results_rows(evals: dict[str, dict], targets: dict[str, float | None],
                  static_name: str | None = "static") -> list[dict]:
@@ -162,11 +172,7 @@ def channel_state_figure(model: ConvFSENet, noisy: np.ndarray, path: str | Path,
     overall = float(1.0 - torch.stack(gates).mean())
     fig.suptitle(title or f"{cfg.name}: channel states (white kept, black omitted), "
                  f"red = instantaneous pruning ratio; overall {overall:.2f}", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    path = save_figure(fig, path)
     return {"path": str(path), "frames": int(n_frames), "panels": panels,
             "pruning_ratio": overall}
 
@@ -191,12 +197,7 @@ def tradeoff_figure(rows: list[dict], path: str | Path) -> Path:
     ax.set_title("quality vs compute (squares: static, circles: DynCP)")
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -- HTML ----------------------------------------------------------------------------------------

@@ -55,18 +55,23 @@ def test_input_shape_is_checked(tiny_cfg):
 
 
 # -- causality ------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["paper", "tiny"])
-def test_causal_model_ignores_the_future(name, randomize):
-    cfg = load_config(CONFIGS / f"{name}.toml")
+def _outputs_with_changed_future(cfg, randomize, t: int = 29, frames: int = 60):
+    """Run a randomised model on an input and on a copy whose frames after ``t`` differ."""
     torch.manual_seed(0)
     model = randomize(ConvFSENet(cfg))
-    x = _mag(cfg, 60)
+    x = _mag(cfg, frames)
     x2 = x.clone()
-    t = 29
-    x2[..., t + 1:] = _mag(cfg, 60 - t - 1, seed=1)
+    x2[..., t + 1:] = _mag(cfg, frames - t - 1, seed=1)
     with torch.no_grad():
         m1, g1 = model(x)
         m2, g2 = model(x2)
+    return model, x, t, m1, g1, m2, g2
+
+
+@pytest.mark.parametrize("name", ["paper", "tiny"])
+def test_causal_model_ignores_the_future(name, randomize):
+    cfg = load_config(CONFIGS / f"{name}.toml")
+    _, _, t, m1, g1, m2, g2 = _outputs_with_changed_future(cfg, randomize)
     assert 0.2 < _mixed(g1) < 0.8
     assert (m1[..., : t + 1] - m2[..., : t + 1]).abs().max().item() < 1e-6
     for a, b in zip(g1, g2):
@@ -77,15 +82,7 @@ def test_causal_model_ignores_the_future(name, randomize):
 @pytest.mark.parametrize("name", ["paper", "tiny"])
 def test_non_causal_model_sees_the_future(name, randomize):
     cfg = load_config(CONFIGS / f"{name}.toml", ["model.causal=false"])
-    torch.manual_seed(0)
-    model = randomize(ConvFSENet(cfg))
-    x = _mag(cfg, 60)
-    x2 = x.clone()
-    t = 29
-    x2[..., t + 1:] = _mag(cfg, 60 - t - 1, seed=1)
-    with torch.no_grad():
-        m1, g1 = model(x)
-        m2, g2 = model(x2)
+    model, x, t, m1, g1, m2, g2 = _outputs_with_changed_future(cfg, randomize)
     assert (m1[..., : t + 1] - m2[..., : t + 1]).abs().max().item() > 1e-3
     assert any(not torch.equal(a[..., : t + 1], b[..., : t + 1]) for a, b in zip(g1, g2))
     with pytest.raises(RuntimeError, match="causal"):
