@@ -39,6 +39,7 @@ from .config import Config
 from .enhance import enhance_tensor
 from .errors import CheckpointError, ConfigError, DataError
 from .losses import pruning_ratio, total_loss
+from .malloc import keep_freed_memory
 from .model import ConvFSENet, build_model
 
 STATE_FORMAT = "dyncp-train-state"
@@ -290,6 +291,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
 
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
+    keep_freed_memory()                       # no page faults per step (dyncp/malloc.py)
     _seed_everything(cfg.train.seed)          # the same initial weights on every rank
     model = build_model(cfg)
     if init is not None and state is None:

@@ -191,3 +191,35 @@ def test_model_usage_loss_reaches_every_gate(surrogate, tiny_cfg):
     for i, blk in enumerate(model.blocks):
         for name, p in blk.gate.named_parameters():
             assert p.grad is not None and p.grad.abs().sum().item() > 0, (i, name)
+
+
+@pytest.mark.parametrize("surrogate", SURROGATES)
+@pytest.mark.parametrize("min_active", [0, 5])
+def test_training_gate_matches_the_readable_form(surrogate, min_active):
+    """Training runs the gate's last layer, noise, step and floor as one autograd node with a
+    hand-written backward (gates._GateHead); mask and every gradient equal the readable
+    ``binarize(scores(h))`` path built from autograd's own ops."""
+    torch.manual_seed(0)
+    gate = Gate(12, 24, GateConfig(pool=3, reduction=4, surrogate=surrogate, min_active=min_active,
+                                   noise=0.5), causal=True).train()
+    with torch.no_grad():                                  # scores spread across the window
+        gate.score2.weight.normal_(0.0, 0.4)
+        gate.score2.bias.uniform_(-0.5, 0.5)
+    h = torch.randn(3, 12, 19, requires_grad=True)
+    w = torch.randn(3, 24, 19)
+    out = []
+    for readable in (False, True):
+        gate.zero_grad(set_to_none=True)
+        h.grad = None
+        torch.manual_seed(7)                               # same logistic noise both ways
+        g = gate.binarize(gate.scores(h)) if readable else gate(h)
+        (g * w).sum().backward()
+        out.append((g.detach(), [h.grad.clone()] + [p.grad.clone() for p in gate.parameters()]))
+    (g1, gr1), (g2, gr2) = out
+    assert torch.equal(g1, g2)
+    assert 0 < float(g1.mean()) < 1
+    if min_active:
+        assert int(g1.sum(1).min()) >= min_active
+    for a, b in zip(gr1, gr2):
+        assert a.abs().max() > 0
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

@@ -194,6 +194,40 @@ def test_pruned_past_frames_are_read_as_zero():
     assert diff[5].item() == 0.0                          # beyond the kernel's reach
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_training_block_matches_the_readable_form(causal):
+    """Training runs the fused ``mask_pad`` (u * g written into the padded buffer, own backward);
+    values and every gradient (input, weights, gate scores) equal the readable form."""
+    block = _random_block(causal, 2, seed=5).train()
+    with torch.no_grad():                                 # gates half open, scores in the window
+        block.gate.score2.weight.normal_(0.0, 0.3)
+        block.gate.score2.bias.uniform_(-0.3, 0.3)
+    h = torch.randn(3, 12, 17, requires_grad=True)
+
+    def readable(blk, x):
+        g = blk.gate(x)
+        u = blk.bn1(blk.act1(blk.pw1(x))) * g
+        v = blk.bn2(blk.act2(blk.dw(torch.nn.functional.pad(u, blk._dw_padding())))) * g
+        return x + blk.pw2(v), g
+
+    results = []
+    for fn in (lambda x: block(x), lambda x: readable(block, x)):
+        block.zero_grad(set_to_none=True)
+        h.grad = None
+        out, g = fn(h)
+        w = torch.linspace(-1, 1, out.numel()).reshape(out.shape)
+        ((out * w).sum() + 0.3 * g.sum()).backward()
+        grads = [h.grad.clone()] + [p.grad.clone() for p in block.parameters()]
+        results.append((out.detach(), g.detach(), grads))
+    (o1, g1, gr1), (o2, g2, gr2) = results
+    assert 0 < float(g1.mean()) < 1                       # the gates really switch
+    assert torch.equal(g1, g2)
+    torch.testing.assert_close(o1, o2, rtol=0, atol=1e-6)
+    assert block.gate.score2.weight.grad is not None
+    for a, b in zip(gr1, gr2):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
 # -- streaming ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name,overrides", [("paper", []), ("tiny", []),
                                             ("tiny", ["gate.min_active=8"]),
