@@ -194,14 +194,15 @@ def test_model_usage_loss_reaches_every_gate(surrogate, tiny_cfg):
 
 
 @pytest.mark.parametrize("surrogate", SURROGATES)
-@pytest.mark.parametrize("min_active", [0, 5])
-def test_training_gate_matches_the_readable_form(surrogate, min_active):
+@pytest.mark.parametrize("min_active,causal,pool", [(0, True, 3), (5, True, 4), (0, False, 4),
+                                                   (0, False, 1)])
+def test_training_gate_matches_the_readable_form(surrogate, min_active, causal, pool):
     """Training runs the gate's last layer, noise, step and floor as one autograd node with a
-    hand-written backward (gates._GateHead); mask and every gradient equal the readable
+    hand-written backward (gates._GateTrain); mask and every gradient equal the readable
     ``binarize(scores(h))`` path built from autograd's own ops."""
     torch.manual_seed(0)
-    gate = Gate(12, 24, GateConfig(pool=3, reduction=4, surrogate=surrogate, min_active=min_active,
-                                   noise=0.5), causal=True).train()
+    gate = Gate(12, 24, GateConfig(pool=pool, reduction=4, surrogate=surrogate,
+                                   min_active=min_active, noise=0.5), causal=causal).train()
     with torch.no_grad():                                  # scores spread across the window
         gate.score2.weight.normal_(0.0, 0.4)
         gate.score2.bias.uniform_(-0.5, 0.5)
