@@ -102,6 +102,50 @@ def test_two_step_training(tmp_path, pairs_dir):
     assert not list(run.glob(".*tmp"))                               # atomic writes left nothing
 
 
+def test_tensorboard_gets_the_logged_scalars(tmp_path, monkeypatch):
+    """Each epoch's CSV row also goes to TensorBoard (when installed): every finite number but
+    epoch and step, at the row's step. A stand-in SummaryWriter records the calls."""
+    import sys
+    import types
+
+    calls = []
+
+    class Writer:
+        def __init__(self, logdir):
+            calls.append(("dir", logdir))
+
+        def add_scalar(self, tag, value, step):
+            calls.append((tag, value, step))
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            calls.append(("closed",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    T._log_tensorboard(tmp_path, {"epoch": 3, "step": 12, "train_loss": 0.5, "valid_pesq_wb": 1.7,
+                                  "valid_si_sdr": float("nan"), "lr": 1e-3, "note": "x"})
+    assert calls == [("dir", str(tmp_path / "tb")), ("train_loss", 0.5, 12),
+                     ("valid_pesq_wb", 1.7, 12), ("lr", 1e-3, 12), ("closed",)]
+
+
+def test_tensorboard_event_files(tmp_path, pairs_dir):
+    """With the real package: a two-step run leaves event files TensorBoard reads back."""
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    T.train(_cfg(pairs_dir), run, progress=False)
+    acc = EventAccumulator(str(run / "tb"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train_loss", "train_phi", "valid_pesq_wb", "valid_phi"} <= tags
+    row = next(csv.DictReader((run / "log.csv").open()))
+    (ev,) = acc.Scalars("train_loss")
+    assert ev.step == 2 and ev.value == pytest.approx(float(row["train_loss"]), rel=1e-6)
+
+
 def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch):
     # stochastic gates: the torch RNG matters too
     cfg = _cfg(pairs_dir, "train.epochs=2", "gate.surrogate=stochastic")
