@@ -375,7 +375,9 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         if d.main:
             valid = validate(model, valid_pairs, cfg, d.device)
             row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
-                   "phi_target": target, "train_loss": sums["loss"] / max(n, 1),
+                   # a static model has no target (its Phi is 0 by construction)
+                   "phi_target": target if cfg.gate.enabled else 0.0,
+                   "train_loss": sums["loss"] / max(n, 1),
                    "train_se": sums["se"] / max(n, 1),
                    "train_phi": sums["phi"] / max(n, 1) if cfg.gate.enabled else 0.0,
                    **valid, "epoch_seconds": train_s,
