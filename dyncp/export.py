@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import ConfigError, DyncpError
-from .model import ConvFSENet
+from .errors import DyncpError
+from .model import ConvFSENet, require_causal
 
 OPSET = 17
 
@@ -105,8 +105,7 @@ def export_onnx(model: ConvFSENet, path: str | Path, frames: int = 128) -> dict:
     onnxruntime over ``frames`` (>= 100) frames. Written to a temporary file first: on any
     failure no file is left at ``path``. Returns the verification summary (max abs diffs)."""
     _require_onnx()
-    if not model.causal:
-        raise ConfigError("model.causal: only a causal model has a streaming step to export")
+    require_causal(model.cfg, "ONNX export (of the streaming step)")
     if frames < 100:
         raise ValueError(f"verify over at least 100 frames, got {frames}")
     model.eval()

@@ -118,17 +118,14 @@ class _GateTrain(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, w1, b1, w2, b2, pool: int, causal: bool, surrogate: str, beta: float,
                 noise: float, min_active: int):
-        batch = h.shape[0]
-        y = torch.bmm(w1.expand(batch, -1, -1), h)                       # [B, R, T]
-        z = torch.relu_(moving_average(y, pool, causal).add_(b1.unsqueeze(-1)))
-        s = torch.baddbmm(b2.unsqueeze(-1), w2.expand(batch, -1, -1), z)  # [B, H, T]
+        z = moving_average(_project(w1, h), pool, causal)                # [B, R, T]
+        z = torch.relu_(z.add_(b1.unsqueeze(-1)))
+        s = _pointwise(w2, b2, z)                                        # [B, H, T]
         if noise > 0:                                                    # stochastic relaxation
-            u = torch.rand_like(s).clamp_(1e-6, 1 - 1e-6)
-            s.add_(noise * (torch.log(u) - torch.log1p(-u)))
+            s.add_(logistic_noise(s, noise))
         mask = _step(s)
         if min_active > 0:                                               # floor: top scores on
-            kth = s.topk(min_active, dim=1).values[:, -1:, :]
-            mask.masked_fill_(s >= kth, 1.0)
+            mask.masked_fill_(floor_hits(s, min_active), 1.0)
         ctx.pool, ctx.causal, ctx.surrogate, ctx.beta = pool, causal, surrogate, beta
         ctx.save_for_backward(h, w1, z, w2, s if surrogate != "ste" else None)
         return mask
@@ -176,6 +173,18 @@ def heaviside(scores: torch.Tensor, surrogate: str = "ste_clipped", beta: float 
     return _Heaviside.apply(scores, surrogate, beta)
 
 
+def logistic_noise(like: torch.Tensor, scale: float) -> torch.Tensor:
+    """Logistic noise of the given scale, shaped like ``like`` (the stochastic surrogate)."""
+    u = torch.rand_like(like).clamp_(1e-6, 1 - 1e-6)
+    return scale * (torch.log(u) - torch.log1p(-u))
+
+
+def floor_hits(scores: torch.Tensor, min_active: int) -> torch.Tensor:
+    """Bool [B, H, T]: the ``min_active`` top scores of each frame (ties may add more)."""
+    kth = scores.topk(min_active, dim=1).values[:, -1:, :]           # [B, 1, T]
+    return scores >= kth
+
+
 def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> torch.Tensor:
     """Keep at least ``min_active`` channels per frame: the top-scoring ones are forced on.
 
@@ -184,22 +193,20 @@ def apply_floor(mask: torch.Tensor, scores: torch.Tensor, min_active: int) -> to
     """
     if min_active <= 0:
         return mask
-    kth = scores.detach().topk(min_active, dim=1).values[:, -1:, :]  # [B, 1, T]
-    forced = (scores.detach() >= kth).to(mask.dtype)
+    forced = floor_hits(scores.detach(), min_active).to(mask.dtype)
     # Where forced, replace the hard value by 1 but keep mask's gradient path.
     return mask + forced * (1.0 - mask.detach())
 
 
-def _project(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """``W @ x`` of a 1x1 ``Conv1d`` without its bias: [B, in, T] -> [B, out, T].
-    (``bmm`` on the expanded weight: ``matmul`` would copy x into [B*T, in] first.)"""
-    return torch.bmm(conv.weight.squeeze(-1).expand(x.shape[0], -1, -1), x)
+def _project(w: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``w @ x`` per item: w [out, in], x [B, in, T] -> [B, out, T] (a 1x1 conv without bias;
+    ``bmm`` on the expanded weight: ``matmul`` would copy x into [B*T, in] first)."""
+    return torch.bmm(w.expand(x.shape[0], -1, -1), x)
 
 
-def _pointwise(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """A 1x1 ``Conv1d`` as ``bias + W @ x``: [B, in, T] -> [B, out, T], same parameters."""
-    w = conv.weight.squeeze(-1)                                      # [out, in]
-    return torch.baddbmm(conv.bias.unsqueeze(-1), w.expand(x.shape[0], -1, -1), x)
+def _pointwise(w: torch.Tensor, b: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``b + w @ x`` per item: a 1x1 conv with bias, [B, in, T] -> [B, out, T]."""
+    return torch.baddbmm(b.unsqueeze(-1), w.expand(x.shape[0], -1, -1), x)
 
 
 class Gate(nn.Module):
@@ -229,26 +236,28 @@ class Gate(nn.Module):
         (benchmarks/train_speed.py). The 1x1 convolutions run as batched matrix products over
         the same weights, 2-4x faster than ``conv1d`` on CPU for these narrow shapes.
         """
-        z = moving_average(_project(self.score1, h), self.cfg.pool, self.causal)
+        z = moving_average(_project(self.score1.weight.squeeze(-1), h), self.cfg.pool,
+                           self.causal)
         return self._head(z)
 
     def window_scores(self, hist: torch.Tensor) -> torch.Tensor:
         """Streaming: scores [B, out_ch, 1] of the last frame from the last ``pool`` frames of the
         block input, hist [B, in_ch, pool] (zeros before the start). The same operations as
         :meth:`scores`, so a causal model gates frame by frame exactly as offline."""
-        return self._head(pool_frames(_project(self.score1, hist), hist.shape[-1]))
+        return self._head(pool_frames(_project(self.score1.weight.squeeze(-1), hist),
+                                       hist.shape[-1]))
 
     def _head(self, z: torch.Tensor) -> torch.Tensor:
         """bias of the first layer, ReLU, second layer: [B, R, T] -> [B, out_ch, T]."""
-        return _pointwise(self.score2, F.relu(z + self.score1.bias.unsqueeze(-1)))
+        return _pointwise(self.score2.weight.squeeze(-1), self.score2.bias,
+                          F.relu(z + self.score1.bias.unsqueeze(-1)))
 
     def binarize(self, scores: torch.Tensor) -> torch.Tensor:
         """Scores -> binary mask with the configured surrogate, noise (training only) and floor."""
         cfg = self.cfg
         s = scores
         if cfg.surrogate == "stochastic" and self.training and cfg.noise > 0:
-            u = torch.rand_like(s).clamp_(1e-6, 1 - 1e-6)
-            s = s + cfg.noise * (torch.log(u) - torch.log1p(-u))  # logistic noise
+            s = s + logistic_noise(s, cfg.noise)
         mask = heaviside(s, cfg.surrogate, cfg.beta)
         return apply_floor(mask, s, cfg.min_active)
 

@@ -16,6 +16,7 @@ does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 
@@ -25,29 +26,22 @@ _MMAP_THRESHOLD = 32 << 20   # glibc's maximum on 64-bit: smaller blocks come fr
 _TRIM_THRESHOLD = 1 << 30    # keep up to 1 GiB of free heap instead of returning it
 _TOP_PAD = 64 << 20          # grow the heap in 64 MiB steps
 
-_state: dict[str, bool] = {}
-
-
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Tell glibc to keep freed memory for reuse. True when the settings took effect (also on a
-    repeated call), False where they do not apply or ``DYNCP_MALLOC_TUNING=0``."""
-    if "applied" in _state:
-        return _state["applied"]
-    applied = False
-    if sys.platform.startswith("linux") and os.environ.get("DYNCP_MALLOC_TUNING", "1") != "0":
-        try:
-            libc = ctypes.CDLL("libc.so.6")
-            libc.gnu_get_libc_version  # only glibc has it (and a working mallopt)
-        except (OSError, AttributeError):
-            libc = None
-        if libc is not None:
-            mallopt = libc.mallopt
-            mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            # Setting any of these turns off glibc's dynamic thresholds, so set all three:
-            # the trim threshold alone would drop the mmap threshold to 128 KiB (every
-            # activation mmap'ed and faulted in: 3x slower steps).
-            applied = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
-                           and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
-                           and mallopt(_M_TOP_PAD, _TOP_PAD))
-    _state["applied"] = applied
-    return applied
+    """Tell glibc to keep freed memory for reuse (once per process). True when the settings took
+    effect, False where they do not apply or ``DYNCP_MALLOC_TUNING=0``."""
+    if not sys.platform.startswith("linux") or os.environ.get("DYNCP_MALLOC_TUNING", "1") == "0":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.gnu_get_libc_version  # only glibc has it (and a working mallopt)
+    except (OSError, AttributeError):
+        return False
+    mallopt = libc.mallopt
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    # Setting any of these turns off glibc's dynamic thresholds, so set all three: the trim
+    # threshold alone would drop the mmap threshold to 128 KiB (every activation mmap'ed and
+    # faulted in: 3x slower steps).
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD)
+                and mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD)
+                and mallopt(_M_TOP_PAD, _TOP_PAD))

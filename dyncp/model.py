@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config
+from .errors import ConfigError
 from .gates import Gate
 
 State = list[torch.Tensor]
@@ -190,6 +191,13 @@ class ConvFSENet(nn.Module):
                 gates.append(g)
         mask = torch.sigmoid(self.back(h.unsqueeze(-1))).squeeze(-1)
         return mask, gates, new_state
+
+
+def require_causal(cfg: Config, what: str) -> None:
+    """ConfigError naming ``model.causal`` unless the model is causal (``what`` needs it)."""
+    if not cfg.model.causal:
+        raise ConfigError(f"model.causal: {what} needs a causal model; this one is non-causal "
+                          "(its convolutions and gate pooling look ahead)")
 
 
 def build_model(cfg: Config) -> ConvFSENet:

@@ -37,8 +37,7 @@ import numpy as np
 import torch
 from numba import njit
 
-from .errors import ConfigError
-from .model import ConvFSENet
+from .model import ConvFSENet, require_causal
 
 MODES = ("sparse", "dense")
 _N_CONST = 8  # b1 a1 s1 c1 bd a2 s2 c2
@@ -93,9 +92,7 @@ class SparseRuntime:
         if mode not in MODES:
             raise ValueError(f"SparseRuntime mode must be one of {', '.join(MODES)}, got {mode!r}")
         cfg = model.cfg
-        if not cfg.model.causal:
-            raise ConfigError("model.causal: the streaming runtime needs a causal model; this "
-                              "checkpoint is non-causal (it looks into the future)")
+        require_causal(cfg, "the streaming runtime")
         self.cfg, self.mode = cfg, mode
         m, g = cfg.model, cfg.gate
         self.n_freq, self.residual = cfg.stft.n_freq, m.residual

@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from numba import njit
 
-from .errors import AudioError, ConfigError, DyncpError
-from .model import ConvFSENet
+from .errors import AudioError, DyncpError
+from .model import ConvFSENet, require_causal
 
 ENGINES = ("torch", "dense", "sparse")
 
@@ -132,9 +132,7 @@ class Streamer:
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
         cfg = model.cfg
-        if not cfg.model.causal:
-            raise ConfigError("model.causal: streaming needs a causal model; this one is "
-                              "non-causal (its convolutions and gate pooling look ahead)")
+        require_causal(cfg, "streaming")
         model_sr = cfg.stft.sample_rate
         if sr is not None and int(sr) != model_sr:
             raise AudioError(f"Streamer: input sample rate {sr} Hz differs from the model's "

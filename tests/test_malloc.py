@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-CODE = ("import ctypes, dyncp.malloc as m; a = m.keep_freed_memory(); b = m.keep_freed_memory(); "
+CODE = ("import dyncp.malloc as m; a = m.keep_freed_memory(); b = m.keep_freed_memory(); "
         "import torch; x = torch.ones(3000, 3000); del x; print(a, b)")
 
 
