@@ -62,7 +62,7 @@ def _timed(cfg, *rest) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--json", help="write the results as JSON")
-    ap.add_argument("--steps", type=int, default=40, help="timed steps per model")
+    ap.add_argument("--steps", type=int, default=80, help="timed steps per model")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--segment", type=float, default=4.0, help="seconds of audio per item")
