@@ -146,6 +146,15 @@ class DataConfig:
     valid_files: int = 0       # 0: every validation file
     skip_bad: bool = False     # skip (and count) unreadable/unpaired files instead of failing
     seed: int = 1234
+    # Augmentation of ``mix:`` data (docs/training.md measures each): probabilities per item.
+    generated_noise: float = 0.0   # noise generated on the fly (kinds below) instead of a file
+    generated_kinds: tuple[str, ...] = ("white", "pink", "brown", "hum", "band", "modulated",
+                                        "nonstationary", "clicks")
+    babble: float = 0.0        # babble of 3-7 talkers drawn from the same split's speech
+    narrowband: float = 0.0    # speech (and so the target) low-passed at 3.4-4 kHz
+    noise_narrowband: float = 0.0  # noise low-passed at 3.4-4 kHz (8 kHz sources)
+    monitor: str = ""          # a further data spec scored during training (logged only)
+    monitor_every: int = 1     # ... every this many epochs
 
     def validate(self, p: str = "data") -> None:
         _check(bool(self.train), f"{p}.train", "must name a data spec (e.g. builtin)")
@@ -154,6 +163,17 @@ class DataConfig:
         for k in ("builtin_train", "builtin_valid", "builtin_test"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
         _check(self.valid_files >= 0, f"{p}.valid_files", "must be >= 0")
+        for k in ("generated_noise", "babble", "narrowband", "noise_narrowband"):
+            _check(0 <= getattr(self, k) <= 1, f"{p}.{k}", "must be a probability in [0, 1]")
+        _check(self.generated_noise + self.babble <= 1, f"{p}.babble",
+               "data.generated_noise + data.babble must be <= 1")
+        from .data.noise import KINDS
+        for k in self.generated_kinds:
+            _check(k in KINDS and k != "babble", f"{p}.generated_kinds",
+                   f"unknown kind {k!r} (known: {', '.join(sorted(set(KINDS) - {'babble'}))})")
+        _check(len(self.generated_kinds) > 0 or self.generated_noise == 0,
+               f"{p}.generated_kinds", "must name at least one kind when generated_noise > 0")
+        _check(self.monitor_every >= 1, f"{p}.monitor_every", "must be >= 1")
 
 
 @dataclass(frozen=True)
@@ -169,6 +189,8 @@ class TrainConfig:
     seed: int = 0
     num_workers: int = 0
     threads: int = 0           # torch intra-op threads; 0 = leave torch's default
+    ema: float = 0.0           # decay of an exponential moving average of the weights; 0 = off.
+                               # When on, validation, best.pt and last.pt use the averaged weights
 
     def validate(self, p: str = "train") -> None:
         for k in ("batch_size", "epochs"):
@@ -180,6 +202,7 @@ class TrainConfig:
         _check(0 <= self.ramp_fraction <= 1, f"{p}.ramp_fraction", "must be in [0, 1]")
         _check(self.num_workers >= 0, f"{p}.num_workers", "must be >= 0")
         _check(self.threads >= 0, f"{p}.threads", "must be >= 0")
+        _check(0 <= self.ema < 1, f"{p}.ema", "must be in [0, 1) (0 disables)")
 
 
 @dataclass(frozen=True)

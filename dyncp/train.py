@@ -8,7 +8,14 @@ A run folder holds::
     best.pt       model checkpoint with the best validation PESQ-WB (ties and NaN: lower loss)
     last.pt       model checkpoint after the last finished epoch
     state.pt      resume state (format "dyncp-train-state"): model, optimiser, scheduler,
-                  epoch, step, best score and the RNG states of torch/numpy/python
+                  epoch, step, best score and the RNG states of torch/numpy/python (and the
+                  averaged weights when ``train.ema`` is on)
+
+With ``train.ema`` > 0 an exponential moving average of the weights is kept (decay
+min(ema, (1 + step) / (10 + step)), BatchNorm statistics copied); validation, best.pt and last.pt
+use it, and ``last_raw.pt`` holds the raw weights for comparison. ``data.monitor`` names a further
+data set (e.g. a development set) scored every ``data.monitor_every`` epochs and logged as
+``monitor_*`` columns; it never chooses best.pt, so it cannot leak into model selection.
 
 Every file is written atomically. ``--resume`` restarts after the last finished epoch and, in a
 single process, reproduces an uninterrupted run bit for bit: the data order depends only on
@@ -46,7 +53,8 @@ STATE_FORMAT = "dyncp-train-state"
 STATE_VERSION = 1
 LOG_COLUMNS = ("epoch", "step", "lr", "phi_target", "train_loss", "train_se", "train_phi",
                "valid_loss", "valid_pesq_wb", "valid_si_sdr", "valid_phi", "epoch_seconds",
-               "audio_s_per_s")
+               "audio_s_per_s", "audio_hours", "monitor_pesq_wb", "monitor_si_sdr", "monitor_phi",
+               "monitor_raw_pesq_wb")
 
 
 # -- helpers: distributed, RNG, ramp ------------------------------------------------------------
@@ -204,6 +212,26 @@ def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dic
             "valid_phi": 1.0 - kept / frames if frames else 0.0}
 
 
+class _EMA:
+    """Exponential moving average of a model's parameters; buffers (BatchNorm statistics) are
+    copied from the model at every update."""
+
+    def __init__(self, model: ConvFSENet, decay: float) -> None:
+        import copy
+        self.model, self.decay = copy.deepcopy(model), float(decay)
+        self.model.eval()
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: ConvFSENet, step: int) -> None:
+        d = min(self.decay, (1.0 + step) / (10.0 + step))
+        ema_p = list(self.model.parameters())
+        torch._foreach_lerp_(ema_p, [p.detach() for p in model.parameters()], 1.0 - d)
+        for b_e, b in zip(self.model.buffers(), model.buffers()):
+            b_e.copy_(b)
+
+
 def _score_key(valid: dict[str, float]) -> tuple[float, float]:
     """Larger is better: PESQ-WB first, then lower validation loss (NaN counts as worst)."""
     p, loss = valid.get("valid_pesq_wb", float("nan")), valid.get("valid_loss", float("nan"))
@@ -302,8 +330,14 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                             weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.train.lr_decay)
     start_epoch, step, best = 0, 0, (-math.inf, -math.inf)
+    ema = _EMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
     if state is not None:
         model.load_state_dict(state["model"])
+        if ema is not None:
+            if "ema" not in state:
+                raise CheckpointError("resume state has no averaged weights ('ema') but the "
+                                      "config sets train.ema; resume with the run's config")
+            ema.model.load_state_dict(state["ema"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         start_epoch, step = int(state["epoch"]), int(state["step"])
@@ -317,6 +351,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         dataset = training_set(cfg, "train")
         valid_pairs = eval_pairs(cfg.data.valid or cfg.data.train, cfg, split="valid",
                                  limit=cfg.data.valid_files)
+        monitor_pairs = (eval_pairs(cfg.data.monitor, cfg, split="test") if cfg.data.monitor
+                         else None)
     d.barrier()
     if not d.main:
         dataset = training_set(cfg, "train")
@@ -355,6 +391,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
             step += 1
+            if ema is not None:
+                ema.update(model, step)
             n += 1
             for k in sums:
                 if k in parts:
@@ -373,7 +411,16 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         sched.step()
         d.barrier()
         if d.main:
-            valid = validate(model, valid_pairs, cfg, d.device)
+            scored = ema.model if ema is not None else model
+            valid = validate(scored, valid_pairs, cfg, d.device)
+            monitor = {}
+            if monitor_pairs is not None and (epoch + 1) % cfg.data.monitor_every == 0:
+                m = validate(scored, monitor_pairs, cfg, d.device)
+                monitor = {"monitor_pesq_wb": m["valid_pesq_wb"],
+                           "monitor_si_sdr": m["valid_si_sdr"], "monitor_phi": m["valid_phi"]}
+                if ema is not None:
+                    monitor["monitor_raw_pesq_wb"] = validate(model, monitor_pairs, cfg,
+                                                              d.device)["valid_pesq_wb"]
             row = {"epoch": epoch + 1, "step": step, "lr": opt.param_groups[0]["lr"],
                    # a static model has no target (its Phi is 0 by construction)
                    "phi_target": target if cfg.gate.enabled else 0.0,
@@ -381,16 +428,21 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                    "train_se": sums["se"] / max(n, 1),
                    "train_phi": sums["phi"] / max(n, 1) if cfg.gate.enabled else 0.0,
                    **valid, "epoch_seconds": train_s,
-                   "audio_s_per_s": n * cfg.train.batch_size * d.world * seg_s / train_s}
+                   "audio_s_per_s": n * cfg.train.batch_size * d.world * seg_s / train_s,
+                   "audio_hours": step * cfg.train.batch_size * d.world * seg_s / 3600.0,
+                   **monitor}
             log_rows.append(row)
             meta = {"epoch": epoch + 1, "step": step, "data": cfg.data.train,
+                    "audio_hours": row["audio_hours"], "ema": cfg.train.ema,
                     "valid_data": cfg.data.valid or cfg.data.train,
                     "valid": {k: float(v) for k, v in valid.items()}}
             key = _score_key(valid)
             if key > best or not (run_dir / "best.pt").is_file():
                 best = max(key, best)
-                save_model(model, run_dir / "best.pt", meta)
-            save_model(model, run_dir / "last.pt", meta)
+                save_model(scored, run_dir / "best.pt", meta)
+            save_model(scored, run_dir / "last.pt", meta)
+            if ema is not None:
+                save_model(model, run_dir / "last_raw.pt", meta)
             _write_log(run_dir / "log.csv", log_rows)
             _log_tensorboard(run_dir, row)
             save_atomic({"format": STATE_FORMAT, "version": STATE_VERSION,
@@ -398,6 +450,9 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                          "best": [float(best[0]), float(best[1])],
                          "model": {k: v.detach().cpu().clone()
                                    for k, v in model.state_dict().items()},
+                         **({"ema": {k: v.detach().cpu().clone()
+                                     for k, v in ema.model.state_dict().items()}}
+                            if ema is not None else {}),
                          "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                          "rng": _rng_state()}, run_dir / "state.pt")
             if progress:

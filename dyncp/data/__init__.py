@@ -6,7 +6,8 @@ A *data spec* names a source:
   (:func:`build_builtin`);
 - ``voicebank:ROOT``: VoiceBank+DEMAND's standard folders under ROOT;
 - ``pairs:DIR`` or just ``DIR``: ``noisy/`` and ``clean/`` folders with the same file names;
-- ``mix:SPEECH_DIR,NOISE_DIR``: mixtures made on the fly.
+- ``mix:SPEECH_DIR,NOISE_DIR``: mixtures made on the fly; either side may join several folders
+  with ``+`` (``mix:a/speech+b/speech,a/noise+b/noise``).
 
 :func:`training_set` gives fixed-length random crops for training; :func:`eval_pairs` gives whole
 files for validation and evaluation. Everything is at ``cfg.stft.sample_rate``, mono float32.

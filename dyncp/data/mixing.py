@@ -1,4 +1,4 @@
-"""On-the-fly mixing of a speech folder and a noise folder (``mix:SPEECH_DIR,NOISE_DIR``).
+"""On-the-fly mixing of speech and noise folders (``mix:SPEECH_DIR[+DIR...],NOISE_DIR[+DIR...]``).
 
 Training items are fresh mixtures: a random crop of a speech file, a random crop of a noise file
 (looped with cross-fades when shorter), an SNR ~ U[cfg.data.snr_min, snr_max] dB and a random
@@ -10,6 +10,12 @@ many short clips does not dominate; otherwise uniformly by file.
 Splits (our choice): ~10 % of the speech files, chosen by a hash of the file name, are held out;
 ``valid`` and ``test`` are fixed-seed whole-utterance mixtures of those files (different seeds),
 ``train`` uses the others. Noise files are shared by all splits.
+
+Augmentations (each a probability per item in ``cfg.data``; docs/training.md measures them):
+``generated_noise`` replaces the file noise by one of ``generated_kinds`` (white, pink, brown,
+hum, ... from :mod:`dyncp.data.noise`), ``babble`` by 3-7 talkers of the same split's speech,
+``narrowband`` low-passes the speech (and so the target) at 3.4-4 kHz as an 8 kHz or telephone
+path does, ``noise_narrowband`` does the same to the noise.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import torch
 from ..config import Config
 from ..errors import DataError
 from .folders import Pair, PairList, Skips, _info, holdout, read_segment
-from .noise import loop, mix_at_snr
+from .noise import loop, lowpass, make_noise, mix_at_snr
 
 AUDIO_GLOB = ("*.wav", "*.flac", "*.WAV", "*.FLAC")
 
@@ -50,6 +56,13 @@ def _clips(folder: Path, sr: int, skips: Skips) -> list[Clip]:
     return clips
 
 
+def _dirs(arg: Path | str | list) -> list[Path]:
+    """One folder, a ``+``-joined list of folders, or a list -> [Path]."""
+    if isinstance(arg, (list, tuple)):
+        return [Path(a).expanduser() for a in arg]
+    return [Path(a).expanduser() for a in str(arg).split("+") if a]
+
+
 def _category(path: Path) -> str:
     return path.stem.split("__")[0] if "__" in path.stem else ""
 
@@ -57,18 +70,26 @@ def _category(path: Path) -> str:
 class Mixer:
     """Speech and noise clips of one split, and the mixing rule."""
 
-    def __init__(self, speech_dir: Path, noise_dir: Path, cfg: Config, split: str) -> None:
+    def __init__(self, speech_dir: Path | str | list, noise_dir: Path | str | list, cfg: Config,
+                 split: str) -> None:
         if split not in ("train", "valid", "test"):
             raise DataError(f"mix: unknown split {split!r} (train, valid or test)")
         self.cfg, self.sr = cfg, cfg.stft.sample_rate
         skips = Skips(cfg.data.skip_bad)
-        speech = _clips(speech_dir, self.sr, skips)
-        rel = {c.path: str(c.path.relative_to(Path(speech_dir).expanduser())) for c in speech}
-        held = holdout(sorted(rel.values()))
-        self.speech = [c for c in speech if (rel[c.path] in held) == (split != "train")]
+        speech_dirs, noise_dirs = _dirs(speech_dir), _dirs(noise_dir)
+        self.speech = []
+        for i, folder in enumerate(speech_dirs):
+            speech = _clips(folder, self.sr, skips)
+            # The first folder's names are the plain relative paths (the split of a single-folder
+            # spec is unchanged); further folders are told apart by their index.
+            rel = {c.path: (f"{i}:" if i else "") + str(c.path.relative_to(folder.expanduser()))
+                   for c in speech}
+            held = holdout(sorted(rel.values()))
+            self.speech += [c for c in speech if (rel[c.path] in held) == (split != "train")]
         if not self.speech:
-            raise DataError(f"mix: no {split} speech files in {speech_dir}")
-        self.noise = _clips(noise_dir, self.sr, skips)
+            raise DataError(f"mix: no {split} speech files in "
+                            f"{' + '.join(str(d) for d in speech_dirs)}")
+        self.noise = [c for folder in noise_dirs for c in _clips(folder, self.sr, skips)]
         cats: dict[str, list[int]] = {}
         for i, c in enumerate(self.noise):
             cats.setdefault(_category(c.path), []).append(i)
@@ -76,7 +97,16 @@ class Mixer:
         self.skipped = skips.count
 
     def noise_for(self, rng: np.random.Generator, n: int) -> np.ndarray:
-        """A noise excerpt [n]: category, then file, then a random crop (looped if short)."""
+        """A noise excerpt [n]: generated, babble or (by default) a file: category, then file,
+        then a random crop (looped if short)."""
+        d = self.cfg.data
+        if d.generated_noise + d.babble > 0:
+            u = rng.random()
+            if u < d.generated_noise:
+                kind = d.generated_kinds[int(rng.integers(len(d.generated_kinds)))]
+                return make_noise(kind, rng, n, self.sr)
+            if u < d.generated_noise + d.babble:
+                return self.babble(rng, n)
         files = self.categories[int(rng.integers(len(self.categories)))]
         c = self.noise[files[int(rng.integers(len(files)))]]
         if c.frames >= n:
@@ -85,10 +115,24 @@ class Mixer:
         whole = read_segment(c.path, 0, c.frames, c.sr, self.sr)
         return loop(whole, n, self.sr, rng)
 
+    def babble(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        """3-7 talkers of this split's speech, each a random crop at a random level -> [n]."""
+        pool = []
+        for _ in range(int(rng.integers(3, 8))):
+            c = self.speech[int(rng.integers(len(self.speech)))]
+            start = int(rng.integers(0, c.frames - n + 1)) if c.frames > n else 0
+            pool.append(read_segment(c.path, start, min(n, c.frames), c.sr, self.sr))
+        return make_noise("babble", rng, n, self.sr, pool)
+
     def mix(self, rng: np.random.Generator, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(noisy, clean) float32 [n]: SNR ~ U[snr_min, snr_max], level -35..-15 dBFS RMS of the
         mixture, then one gain for both so that the noisy peak is <= 0.99."""
+        d = self.cfg.data
+        if d.narrowband > 0 and rng.random() < d.narrowband:
+            clean = lowpass(clean, self.sr, rng.uniform(3400.0, 4000.0))
         noise = self.noise_for(rng, len(clean))
+        if d.noise_narrowband > 0 and rng.random() < d.noise_narrowband:
+            noise = lowpass(noise, self.sr, rng.uniform(3400.0, 4000.0))
         snr = rng.uniform(self.cfg.data.snr_min, self.cfg.data.snr_max)
         noisy = mix_at_snr(clean, noise, snr)
         rms = float(np.sqrt(np.mean(noisy.astype(np.float64) ** 2)))

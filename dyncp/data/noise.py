@@ -176,3 +176,17 @@ def mix_at_snr(clean: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarra
     pn = float(np.sum(np.asarray(noise, np.float64) ** 2))
     g = np.sqrt(ps / (max(pn, 1e-20) * 10 ** (snr_db / 10))) if ps > 0 else 0.0
     return (clean + g * noise).astype(np.float32)
+
+
+def lowpass(x: np.ndarray, sr: int, cutoff: float, width: float = 150.0) -> np.ndarray:
+    """``x`` low-passed at ``cutoff`` Hz (zero-phase, raised-cosine edge ``width`` Hz wide), as a
+    telephone or 8 kHz codec path leaves speech: [N] -> float32 [N]."""
+    x = np.asarray(x, dtype=np.float32)
+    n = len(x)
+    if n == 0:
+        return x
+    m = 1 << max(int(n - 1).bit_length(), 1)
+    spec = np.fft.rfft(x, m)
+    f = np.fft.rfftfreq(m, 1.0 / sr)
+    g = np.clip((cutoff - f) / width + 0.5, 0.0, 1.0)
+    return np.fft.irfft(spec * np.sin(0.5 * np.pi * g) ** 2, m)[:n].astype(np.float32)
