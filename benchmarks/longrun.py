@@ -22,7 +22,6 @@ import os
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -131,7 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"torch streamer vs sparse streamer over the first {args.torch_seconds:.0f} s: max abs "
           f"diff {torch_diff:.2e}")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        from dyncp.atomic import write_json
+
+        write_json(args.json, out)
     return 0 if bad == 0 else 1
 
 

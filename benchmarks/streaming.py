@@ -33,7 +33,6 @@ import os
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import resource  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -293,7 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS {out['peak_rss_mb']:.0f} MB; runtime weights {out['weights_mb_static']:.2f} "
           f"MB static, {out['weights_mb_gated']:.2f} MB gated")
     if args.json:
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        from dyncp.atomic import write_json
+
+        write_json(args.json, out)
     return 0
 
 

@@ -13,7 +13,6 @@ the static model's training speed, i.e. gated / static >= 0.85 on the median ste
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -115,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
           f"goal <= {100 * GOAL:.0f} %: {'met' if result['meets_goal'] else 'NOT met'}")
     print(f"allocator: {'glibc tuned to keep freed memory (as dyncp train)' if tuned else 'defaults'}")
     if args.json:
-        Path(args.json).write_text(json.dumps(result, indent=2))
+        from dyncp.atomic import write_json
+
+        write_json(args.json, result)
     return 0
 
 

@@ -10,15 +10,16 @@ Quick use::
 from .checkpoint import load_model, save_model
 from .config import Config, load_config
 from .enhance import enhance, enhance_tensor
-from .errors import AudioError, CheckpointError, ConfigError, DataError, DyncpError
+from .errors import (AudioError, CheckpointError, ConfigError, DataError, DyncpError,
+                     DyncpWarning, OutputError)
 from .model import ConvFSENet, build_model
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AudioError", "CheckpointError", "Config", "ConfigError", "ConvFSENet", "DataError",
-    "DyncpError", "build_model", "enhance", "enhance_tensor", "load_config", "load_model",
-    "save_model", "__version__",
+    "DyncpError", "DyncpWarning", "OutputError", "build_model", "enhance", "enhance_tensor",
+    "load_config", "load_model", "save_model", "__version__",
 ]
 
 

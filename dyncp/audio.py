@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import soxr
 
+from .atomic import atomic_path
 from .errors import AudioError
 
 
@@ -55,18 +54,12 @@ def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
     return resample(wav, sr, sample_rate)
 
 
-def save_audio(path: str | Path, wav: np.ndarray, sample_rate: int = 16000) -> Path:
-    """Write 16-bit PCM WAV atomically (temporary file, then rename). Clips to [-1, 1]."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def save_audio(path: str | Path, wav: np.ndarray, sample_rate: int = 16000,
+               overwrite: bool = True) -> Path:
+    """Write 16-bit PCM WAV atomically (:func:`dyncp.atomic.atomic_path`). Clips to [-1, 1]
+    (callers that must not clip silently, like ``dyncp enhance``, check first). With
+    ``overwrite=False`` an existing file is never replaced (OutputError)."""
     wav = np.clip(np.asarray(wav, dtype=np.float32).reshape(-1), -1.0, 1.0)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".wav", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path, overwrite) as tmp:
         sf.write(tmp, wav, sample_rate, subtype="PCM_16", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    return path
+    return Path(path)

@@ -11,16 +11,15 @@ is refused, never executed.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .atomic import atomic_path
 from .config import Config
 from .errors import CheckpointError, ConfigError
 from .model import ConvFSENet
@@ -30,53 +29,64 @@ MODEL_VERSION = 1
 
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` to a temporary file in the same folder, fsync, then rename over ``path``.
-    A crash leaves either the old file or the new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    """``torch.save`` through :func:`dyncp.atomic.atomic_path`: a temporary file in the same
+    folder, fsync, the usual permissions, then a rename over ``path``. A crash leaves either the
+    old file or the new one, never half of one."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+    return Path(path)
 
 
-def _pickle_reason(e: Exception) -> str:
-    """The useful part of torch's weights-only refusal: which global the file asks for. (Its
-    first line only explains how to bypass the check, which a library must not suggest.)"""
+# Reasons torch's weights-only unpickler gives when a file asks for code: a global (class or
+# function) it does not allow, or an object it may only build from an allowlisted class. Any other
+# refusal ("Unsupported operand 95", "String is too long", ...) means bytes that are no pickle.
+_NEEDS_CODE = re.compile(r"GLOBAL|allowlisted|call reduce|must be imported to load")
+
+
+def _pickle_reason(e: Exception) -> tuple[bool, str]:
+    """(needs pickle?, the useful part) of torch's weights-only refusal: which global the file
+    asks for, or what is wrong with its bytes. Torch's own text mostly explains how to bypass
+    the check (``weights_only=False``, ``add_safe_globals``), which a library must not suggest:
+    none of it is passed on."""
     text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))
-    m = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    m = re.search(r"GLOBAL (\S+?)(?: was| whose|\s|$)", text)
     if m:
-        return f"it references {m.group(1)}"
-    m = re.search(r"WeightsUnpickler error: ([^\n]+)", text)
-    line = m.group(1) if m else (text.strip().splitlines() or [type(e).__name__])[0]
-    return line.strip()[:200]
+        return True, f"it references {m.group(1)}"
+    reason = next((ln.strip() for ln in text.splitlines()
+                   if ln.strip() and not re.search(r"weights_only|Weights only|safe_globals|"
+                                                   r"documentation of torch.load|file an issue|"
+                                                   r"trusted source", ln)), "")
+    if _NEEDS_CODE.search(text):
+        return True, "it builds objects that are not plain data" + (
+            f" ({reason[:120]})" if reason and "add_safe_globals" not in reason else "")
+    return False, (reason or type(e).__name__)[:200]
 
 
 def load_dict(path: str | Path, fmt: str, version: int) -> dict[str, Any]:
-    """Load a dict with ``weights_only=True`` and check its ``format`` and ``version`` keys."""
+    """Load a dict with ``weights_only=True`` and check its ``format`` and ``version`` keys.
+
+    CheckpointError when the file is missing, not a checkpoint (random bytes, truncated, another
+    kind of file), needs pickle (classes or functions: refused, nothing is executed), or is a
+    dict of another format or version."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path}: refused, the file needs pickle to load "
-                              f"({_pickle_reason(e)}); only plain dicts of tensors are accepted "
-                              f"and nothing was executed") from None
+        needs_pickle, reason = _pickle_reason(e)
+        if needs_pickle:
+            raise CheckpointError(f"{path}: refused, the file needs pickle to load ({reason}); "
+                                  f"only plain dicts of tensors are accepted and nothing was "
+                                  f"executed") from None
+        raise CheckpointError(f"{path}: not a readable checkpoint (corrupt or not a checkpoint: "
+                              f"{reason})") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError,
             IndexError, KeyError, TypeError, AttributeError) as e:  # e.g. a .wav given as -c
+        line = str(e).split("  (Could this error message")[0].splitlines()
+        line = line[0].strip() if line and "weights_only" not in line[0] else type(e).__name__
         raise CheckpointError(f"{path}: not a readable checkpoint (truncated or corrupt?): "
-                              f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+                              f"{line[:200]}") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path}: expected a dict checkpoint, got {type(obj).__name__}")
     if obj.get("format") != fmt:
@@ -99,7 +109,12 @@ def save_model(model: ConvFSENet, path: str | Path, meta: dict[str, Any] | None 
 
 
 def load_model(path: str | Path) -> tuple[ConvFSENet, dict[str, Any]]:
-    """Read a model checkpoint -> (model in eval mode, meta)."""
+    """Read a model checkpoint -> (model in eval mode, meta). ``path`` may also name a shipped
+    model (``"static"``, ``"dyncp50"``, ``"dyncp75"``: see ``dyncp models``); float16 weights
+    of a shipped file are computed in float32."""
+    from .zoo import resolve
+
+    path = resolve(path)
     obj = load_dict(path, MODEL_FORMAT, MODEL_VERSION)
     for key in ("config", "state_dict"):
         if key not in obj:

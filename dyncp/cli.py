@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 
+from .atomic import write_json
 from .errors import DyncpError
 
 
@@ -17,6 +18,12 @@ def _add_config_args(p: argparse.ArgumentParser, required: bool = False) -> None
     p.add_argument("--config", "-C", required=required, help="experiment TOML (configs/*.toml)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value, e.g. --set gate.pool=4 (repeatable)")
+
+
+def _add_data_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="data.KEY=V",
+                   help="override how the data is read, e.g. --set data.skip_bad=true "
+                        "(data.* only: the rest of a checkpoint's config is its model's)")
 
 
 # -- info ---------------------------------------------------------------------------------------
@@ -33,6 +40,11 @@ def _info_run(args: argparse.Namespace) -> int:
     from .model import build_model, count_params
 
     if args.checkpoint:
+        if args.config or args.overrides:
+            given = " ".join(([f"--config {args.config}"] if args.config else [])
+                             + [f"--set {o}" for o in args.overrides])
+            raise DyncpError(f"{given}: with -c the checkpoint's embedded config is used as "
+                             f"it is (--config/--set describe a config to build)")
         model, _ = load_model(args.checkpoint)
         cfg = model.cfg
     else:
@@ -58,6 +70,73 @@ def _info_run(args: argparse.Namespace) -> int:
           f"({info['gate_receptive_field_frames']} with gate pooling)")
     print(f"latency           {info['latency_ms']:.1f} ms  ({info['frames_per_second']} frames/s)")
     print(f"note              {info['note']}")
+    return 0
+
+
+# -- shipped models (issue 11) ------------------------------------------------------------------
+def _default_model() -> str:
+    from .zoo import DEFAULT_MODEL
+    return DEFAULT_MODEL
+
+
+_MODEL_HELP = ("model checkpoint (.pt) or shipped model name (see `dyncp models`); default: the "
+               "shipped model %(default)r")
+
+
+def _models_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print the list with full cards as JSON")
+
+
+def _models_run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .zoo import WEIGHTS_DIR, list_models
+
+    models = list_models()
+    if args.json:
+        print(json.dumps(models, indent=2))
+        return 0
+    if not models:
+        print(f"no shipped models in {WEIGHTS_DIR}")
+        return 0
+    print(f"shipped models ({WEIGHTS_DIR}); '*' marks the default of enhance and stream\n")
+    for m in models:
+        c = m["card"]
+        dev = c.get("dev") or {}
+        print(f"{'*' if m['default'] else ' '} {m['name']:<9} {c.get('description', '')}")
+        if dev:
+            print(f"    {Path(str(dev.get('set', 'dev'))).name:<9} PESQ-WB {dev.get('pesq_wb', float('nan')):.3f}  STOI "
+                  f"{dev.get('stoi', float('nan')):.3f}  SI-SDR {dev.get('si_sdr', float('nan')):.2f}"
+                  f" dB  {dev.get('mmac_per_s', float('nan')):.2f} MMAC/s  Φ "
+                  f"{dev.get('phi', float('nan')):.3f}")
+        print(f"    trained   {c.get('steps', '?')} steps, {c.get('audio_hours', float('nan')):.0f}"
+              f" h of audio on {c.get('training_data', '?')}")
+        print(f"    command   {c.get('command', '?')}\n")
+    return 0
+
+
+def _ship_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="trained model checkpoint (best.pt of a run)")
+    p.add_argument("--name", required=True, help="shipped name, e.g. dyncp75")
+    p.add_argument("--dev", required=True, help="development pairs scored into the card "
+                   "(e.g. ../shared/data/realdev)")
+    p.add_argument("--command", required=True, dest="made_by", help="the command that "
+                   "reproduces the model (written into the card)")
+    p.add_argument("--training-data", required=True, help="what it was trained on (card)")
+    p.add_argument("--recipe", default="", help="recipe notes for the card")
+    p.add_argument("--weights-dir", default=None, help="folder to write to (default: the "
+                   "package's dyncp/weights)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _ship_run(args: argparse.Namespace) -> int:
+    from .zoo import ship_scored
+
+    path, c = ship_scored(args.checkpoint, args.name, dev=args.dev, command=args.made_by,
+                          training_data=args.training_data, recipe=args.recipe,
+                          weights_dir=args.weights_dir, progress=not args.no_progress)
+    print(json.dumps(c, indent=2))
+    print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0
 
 
@@ -90,6 +169,7 @@ def _report_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N files (0: all)")
     p.add_argument("--examples", type=int, default=3)
     p.add_argument("-o", "--out", required=True, help="report folder")
+    _add_data_set(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -97,6 +177,7 @@ def _report_run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .checkpoint import load_model
+    from .config import with_data_overrides
     from .data import eval_pairs
     from .evaluate import evaluate
     from .report import build_report, format_table
@@ -107,7 +188,8 @@ def _report_run(args: argparse.Namespace) -> int:
         model, _ = load_model(path)
         name = name or Path(path).parent.name or Path(path).stem
         if pairs is None:
-            pairs = eval_pairs(args.data, model.cfg, split=args.split, limit=args.limit)
+            pairs = eval_pairs(args.data, with_data_overrides(model.cfg, args.overrides),
+                               split=args.split, limit=args.limit)
         models[name] = model
         evals[name] = evaluate(model, pairs, progress=not args.no_progress)
     static = [n for n, m in models.items() if not m.gated]
@@ -143,13 +225,15 @@ def _train_run(args: argparse.Namespace) -> int:
 
 
 def _evaluate_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("-c", "--checkpoint", required=True,
+                   help="model checkpoint (.pt) or shipped model name (see `dyncp models`)")
     p.add_argument("--data", required=True, help="data spec: builtin, pairs:DIR, DIR, "
                    "voicebank:ROOT, mix:SPEECH,NOISE")
     p.add_argument("--split", default="test", help="split for builtin/voicebank (default test)")
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N files (0: all)")
     p.add_argument("--json", metavar="OUT", help="write the full result (per file and mean)")
     p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (needs speechmos)")
+    _add_data_set(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -161,24 +245,30 @@ def _evaluate_run(args: argparse.Namespace) -> int:
     if args.json and Path(args.json).is_dir():
         raise DyncpError(f"--json {args.json}: is a folder, give a file name")
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit,
-                                 dnsmos=args.dnsmos, progress=not args.no_progress)
+                                 dnsmos=args.dnsmos, progress=not args.no_progress,
+                                 overrides=args.overrides)
     if args.dnsmos and "dnsmos_ovrl" not in result["mean"]:
         print("note: DNSMOS skipped (install speechmos, librosa and onnxruntime)", file=sys.stderr)
     print(format_table(result))
     if args.json:
-        out = Path(args.json)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(result, indent=2), encoding="utf-8")
-        tmp.replace(out)
-        print(f"wrote {out}")
+        print(f"wrote {write_json(args.json, result)}")
     return 0
 
 
 def _enhance_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("inputs", nargs="+", metavar="IN", help="audio files or folders (wav/flac)")
-    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (.pt)")
+    p.add_argument("inputs", nargs="+", metavar="IN", help="sound files or folders (wav, flac "
+                   "and whatever else this soundfile build reads; others are skipped and named)")
+    p.add_argument("-c", "--checkpoint", default=_default_model(), help=_MODEL_HELP)
     p.add_argument("-o", "--out", required=True, help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files "
+                   "(default: refuse before anything is written)")
+    level = p.add_mutually_exclusive_group()
+    level.add_argument("--normalize", dest="on_clip", action="store_const", const="normalize",
+                       help="output beyond ±1 (float input above full scale): scale the file down "
+                       "by its peak (default)")
+    level.add_argument("--clip", dest="on_clip", action="store_const", const="clip",
+                       help="output beyond ±1: keep the level and clip those samples")
+    p.set_defaults(on_clip="normalize")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -187,14 +277,16 @@ def _enhance_run(args: argparse.Namespace) -> int:
     from .enhance import enhance_files
 
     model, _ = load_model(args.checkpoint)
-    written = enhance_files(model, args.inputs, args.out, progress=not args.no_progress)
+    written = enhance_files(model, args.inputs, args.out, progress=not args.no_progress,
+                            overwrite=args.overwrite, on_clip=args.on_clip)
     print(f"wrote {len(written)} file(s) to {args.out}")
     return 0
 
 
 # -- stream and export (issue 6) -----------------------------------------------------------------
 def _stream_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (causal)")
+    p.add_argument("-c", "--checkpoint", default=_default_model(),
+                   help=_MODEL_HELP + " (causal models only)")
     p.add_argument("input", help="noisy sound file (resampled to the model's rate)")
     p.add_argument("-o", "--output", required=True, help="enhanced WAV to write")
     p.add_argument("--engine", choices=["torch", "dense", "sparse"], default="sparse")
@@ -222,24 +314,39 @@ def _stream_run(args: argparse.Namespace) -> int:
     print(f"max |stream - offline| {r['max_abs_diff_offline']:.2e}")
     print(f"wrote {args.output}")
     if args.json:
-        from pathlib import Path
-
-        Path(args.json).write_text(json.dumps(r, indent=2) + "\n")
+        write_json(args.json, r)
     return 0
 
 
 def _export_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (causal)")
-    p.add_argument("-o", "--output", required=True, help="ONNX file to write")
-    p.add_argument("--frames", type=int, default=128, help="frames to verify with onnxruntime "
-                   "(>= 100)")
+    p.add_argument("-c", "--checkpoint", required=True, help="model checkpoint (causal) or a "
+                   "shipped model name")
+    p.add_argument("-o", "--output", required=True, help="ONNX file, or the folder of the C "
+                   "library (--format c)")
+    p.add_argument("--format", choices=["onnx", "c"], default="onnx",
+                   help="onnx: the streaming step for onnxruntime (dense compute with the gate "
+                   "mask); c: a C99 library for microcontrollers (default onnx)")
+    p.add_argument("--frames", type=int, default=128, help="onnx: frames to verify with "
+                   "onnxruntime (>= 100)")
+    p.add_argument("--variant", choices=["fp32", "int8"], default="fp32",
+                   help="c: float32 weights, or int8 weights with int16 activations")
+    p.add_argument("--calib", metavar="SPEC", help="c, int8: calibration audio, a data spec "
+                   "(mix:SPEECH_DIR,NOISE_DIR, pairs:DIR, builtin) or a folder of sound files")
+    p.add_argument("--calib-files", type=int, default=16, help="c, int8: files of --calib used")
+    p.add_argument("--prefix", default="dyncp", help="c: prefix of file names and C symbols "
+                   "(several models in one firmware)")
+    p.add_argument("--no-check", action="store_true", help="c: skip compiling the library with "
+                   "the host C compiler and comparing it with the sparse Streamer")
 
 
 def _export_run(args: argparse.Namespace) -> int:
     from .checkpoint import load_model
-    from .export import export_onnx
 
     model, _ = load_model(args.checkpoint)
+    if args.format == "c":
+        return _export_c(model, args)
+    from .export import export_onnx
+
     r = export_onnx(model, args.output, frames=args.frames)
     print(f"verified with onnxruntime over {r['frames']} frames: max |mask diff| "
           f"{r['mask']:.2e}, max |state diff| {r['state']:.2e}, gate mismatches "
@@ -247,6 +354,31 @@ def _export_run(args: argparse.Namespace) -> int:
     print(f"inputs  {', '.join(r['inputs'])}")
     print(f"outputs {', '.join(r['outputs'])}")
     print(f"wrote {r['path']} ({r['bytes']:,} bytes; dense compute with the gate mask applied)")
+    return 0
+
+
+def _export_c(model, args: argparse.Namespace) -> int:
+    from .export_c import calibration_audio, export_c
+
+    calib = None
+    if args.variant == "int8":
+        if not args.calib:
+            raise DyncpError("--variant int8 needs --calib (calibration audio: a data spec such "
+                             "as mix:SPEECH_DIR,NOISE_DIR, or a folder of sound files)")
+        calib = calibration_audio(args.calib, model.cfg, args.calib_files)
+    r = export_c(model, args.output, args.variant, calib=calib, prefix=args.prefix,
+                 check=False if args.no_check else None)
+    c = r.get("check")
+    if c:
+        gates = (f"{c['gate_mismatches']} of {c['gate_decisions']:,} gate decisions differ"
+                 if model.gated else "static model")
+        print(f"checked with the host C compiler over {c['frames']} frames against the sparse "
+              f"Streamer: max |diff| {c['max_abs_diff']:.2e} (SNR {c['snr_db']:.1f} dB), {gates}")
+    else:
+        print("not checked (--no-check, or no C compiler found)")
+    print(f"weights {r['weight_bytes']:,} bytes ({args.variant}) + tables {r['table_bytes']:,}; "
+          f"state per stream {r['state_bytes']:,} bytes")
+    print(f"wrote {r['path']}: {', '.join(r['files'])}")
     return 0
 
 
@@ -319,8 +451,8 @@ COMMANDS: dict[str, tuple] = {
              "noisy/clean folders with a manifest"),
     "stream": (_stream_args, _stream_run, "stream a file frame by frame (torch, dense or sparse "
                "engine): us per frame, real-time factor, pruning, difference to offline"),
-    "export": (_export_args, _export_run, "export the streaming step to ONNX, verified with "
-               "onnxruntime"),
+    "export": (_export_args, _export_run, "export the streaming step to ONNX (verified with "
+               "onnxruntime) or a C99 library for microcontrollers (--format c)"),
     "train": (_train_args, _train_run, "train a model (single process or under torchrun)"),
     "evaluate": (_evaluate_args, _evaluate_run, "score a checkpoint: PESQ, STOI, SI-SDR, "
                  "composite measures, static and dynamic MACs, pruning ratio"),
@@ -328,6 +460,9 @@ COMMANDS: dict[str, tuple] = {
     "info": (_info_args, _info_run, "model size, MACs, receptive field and latency of a config"),
     "demo": (_demo_args, _demo_run, "the main job: train static + DynCP on the built-in corpus, "
              "evaluate, write the report"),
+    "models": (_models_args, _models_run, "list the shipped models with their cards"),
+    "ship": (_ship_args, _ship_run, "package a trained checkpoint as a shipped model with its "
+             "card (scores measured on the written file)"),
     "report": (_report_args, _report_run, "evaluate checkpoints and write the HTML report "
                "(Fig. 1 channel-state maps, trade-off plot, audio)"),
     "compare": (_compare_args, _compare_run, "benchmark dyncp checkpoints against RNNoise, GTCRN, "
@@ -351,10 +486,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import warnings
+
     parser = build_parser()
     args = parser.parse_args(argv)
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"dyncp {args.command}: warning: {message}", file=sys.stderr)
+
     try:
-        return int(args._run(args) or 0)
+        with warnings.catch_warnings():     # one line per warning, no source lines
+            warnings.showwarning = show
+            return int(args._run(args) or 0)
     except DyncpError as e:
         print(f"dyncp {args.command}: error: {e}", file=sys.stderr)
         return 2

@@ -285,10 +285,11 @@ def save(rows: list[dict], json_path=None, md_path=None, plot_path=None) -> str:
     import json
 
     md = markdown(rows)
+    from .atomic import write_text
+
     for path, text in ((json_path, json.dumps(rows, indent=2) + "\n"), (md_path, md)):
         if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Path(path).write_text(text)
+            write_text(path, text)
     if plot_path:
         plot(rows, plot_path)
     return md

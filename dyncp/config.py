@@ -340,6 +340,17 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return Config.from_dict(apply_overrides(d, overrides))
 
 
+def with_data_overrides(cfg: Config, overrides: list[str] | None) -> Config:
+    """A trained model's config with ``--set data.KEY=VALUE`` overrides: how evaluation data is
+    read (e.g. ``data.skip_bad=true``). Any other key would describe another model than the
+    weights: ConfigError naming it."""
+    for item in overrides or []:
+        if not item.split("=", 1)[0].strip().startswith("data."):
+            raise ConfigError(f"--set {item}: a trained model's config takes data.* overrides "
+                              f"only (the rest describes its weights)")
+    return Config.from_dict(apply_overrides(cfg.to_dict(), overrides)) if overrides else cfg
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from .atomic import write_json
 from .checkpoint import load_model
 from .config import Config, load_config
 from .errors import ConfigError
@@ -52,9 +53,7 @@ def _evaluate_cached(ckpt: Path, out_json: Path, pairs, progress: bool) -> dict:
         return json.loads(out_json.read_text())
     model, _ = load_model(ckpt)
     result = evaluate(model, pairs, progress=progress)
-    tmp = out_json.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(out_json)
+    write_json(out_json, result)
     return result
 
 
@@ -89,13 +88,13 @@ def run_demo(out: str | Path = "runs/demo", static_config: str | Path = "configs
     from .train import train
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     overrides = list(overrides or [])
     models = [DemoModel("static", _load(Path(static_config), overrides, "static")),
               DemoModel("dyncp", _load(Path(dyncp_config), overrides, "dyncp"))]
     if models[0].cfg.gate.enabled or not models[1].cfg.gate.enabled:
         raise ConfigError("demo: the static config must have gate.enabled = false and the dyncp "
                           "config gate.enabled = true")
+    out.mkdir(parents=True, exist_ok=True)          # after the configs: a bad --set writes nothing
     t0 = time.time()
     _log("building (or reusing) the built-in corpus ...")
     root = build_builtin(models[0].cfg, progress=progress)
@@ -123,9 +122,7 @@ def run_demo(out: str | Path = "runs/demo", static_config: str | Path = "configs
                                 f"split of {len(pairs)} files. Configs: {static_config}, "
                                 f"{dyncp_config}.")
     rows = json.loads((out / "report" / "results.json").read_text())
-    tmp = out / "results.json.tmp"
-    tmp.write_text(json.dumps(rows, indent=2))
-    tmp.replace(out / "results.json")
+    write_json(out / "results.json", rows)
     checks = check_expectations(rows)
     print()
     print(format_table(rows))

@@ -11,6 +11,7 @@ T = N // hop + 1 frames.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from .config import STFTConfig
@@ -47,6 +48,24 @@ def istft(spec: torch.Tensor, cfg: STFTConfig, length: int | None = None) -> tor
     real_dtype = torch.float64 if spec.dtype == torch.complex128 else torch.float32
     return torch.istft(spec, n_fft=cfg.n_fft, hop_length=cfg.hop, win_length=cfg.n_fft,
                        window=window(cfg, spec.device, real_dtype), center=True, length=length)
+
+
+def synthesis_envelope(n_fft: int, hop: int) -> tuple[np.ndarray, np.ndarray]:
+    """The overlap-added window square that :func:`istft` (``torch.istft``) divides by, float64.
+
+    ``start`` [n_fft]: at padded position ``p < n_fft``, the sum of ``w[p - t*hop]^2`` over the
+    frames ``t >= 0`` that cover ``p`` (at the clip start fewer frames overlap; from
+    ``p >= n_fft - hop`` on every overlapping frame exists). ``steady`` [hop]: the value at every
+    position ``p = j (mod hop)`` once all frames exist (``start[p]`` for ``p >= n_fft - hop``).
+    The streaming synthesis (:mod:`dyncp.stream_dsp`) divides by these instead of summing
+    ``w^2`` per frame; only the end of a stream needs its own partial sum.
+    """
+    w2 = (0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)) ** 2   # periodic Hann^2
+    start = np.zeros(n_fft)
+    for t in range(-(-n_fft // hop)):
+        start[t * hop:] += w2[: n_fft - t * hop]
+    steady = np.array([w2[j::hop].sum() for j in range(hop)])
+    return start, steady
 
 
 def frame_energy_db(wav: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:

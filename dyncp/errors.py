@@ -19,3 +19,13 @@ class AudioError(DyncpError, ValueError):
 
 class DataError(DyncpError):
     """A dataset folder is missing, empty, or its noisy/clean files do not pair up."""
+
+
+class OutputError(DyncpError):
+    """An output cannot be written: the file exists (and overwriting was not asked for), the
+    folder is not writable, or a path names a file where a folder is needed."""
+
+
+class DyncpWarning(UserWarning):
+    """Something the user must hear about but that does not stop the work: files a folder walk
+    skipped, samples that would clip, a metric that could not be computed for a file."""

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,9 @@ import torch
 
 from .dsp import frame_energy_db
 from .enhance import enhance_tensor
-from .macs import dynamic_macs, frames_per_second, gate_macs_per_frame, static_macs_per_frame
+from .errors import AudioError, DyncpWarning
+from .macs import (PhiMeter, dynamic_macs, frames_per_second, gate_macs_per_frame,
+                   static_macs_per_frame)
 from .model import ConvFSENet
 
 METRIC_KEYS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "csig", "cbak", "covl")
@@ -59,8 +62,7 @@ class _GateStats:
     """Accumulates gate statistics over all frames of an evaluation set."""
 
     def __init__(self, n_blocks: int, hidden: int) -> None:
-        self.kept_per_block = np.zeros(n_blocks)            # sum over frames of active channels
-        self.frames = 0
+        self.phi = PhiMeter(n_blocks, hidden)               # Φ overall and per block
         self.ever_on = np.zeros((n_blocks, hidden), bool)
         self.always_on = np.ones((n_blocks, hidden), bool)
         self.frame_phi: list[np.ndarray] = []               # per-frame Φ of each file [T]
@@ -69,8 +71,7 @@ class _GateStats:
 
     def add(self, g: np.ndarray, speech: np.ndarray, macs_per_frame: np.ndarray) -> None:
         """g [n_blocks, H, T] binary; speech [T] bool; macs_per_frame [T]."""
-        self.kept_per_block += g.sum(axis=(1, 2))
-        self.frames += g.shape[-1]
+        self.phi.add(g)
         self.ever_on |= g.any(axis=-1)
         self.always_on &= g.all(axis=-1)
         self.frame_phi.append(1.0 - g.mean(axis=(0, 1)))
@@ -80,17 +81,16 @@ class _GateStats:
     def summary(self, hidden: int) -> dict[str, Any]:
         phi = np.concatenate(self.frame_phi)
         sp = np.concatenate(self.speech)
-        per_block = 1.0 - self.kept_per_block / (self.frames * hidden)
         return {
-            "pruning_ratio": float(phi.mean()),
-            "pruning_ratio_per_block": [float(x) for x in per_block],
+            "pruning_ratio": self.phi.value,
+            "pruning_ratio_per_block": self.phi.per_block(),
             "pruning_ratio_frame_std": float(phi.std()),
             "channels_never_on": float((~self.ever_on).mean()),
             "channels_always_on": float(self.always_on.mean()),
             "pruning_ratio_speech": float(phi[sp].mean()) if sp.any() else None,
             "pruning_ratio_nonspeech": float(phi[~sp].mean()) if (~sp).any() else None,
             "speech_frame_fraction": float(sp.mean()),
-            "dynamic_macs_per_frame": self.macs_sum / self.frames,
+            "dynamic_macs_per_frame": self.macs_sum / self.phi.frames,
         }
 
 
@@ -100,12 +100,29 @@ def speech_frames(clean: torch.Tensor, cfg, floor_db: float = SPEECH_FLOOR_DB) -
     return e >= e.max() - floor_db
 
 
+def _score(name: str, what: str, est: np.ndarray, clean: np.ndarray, sr: int,
+           dnsmos: bool) -> dict[str, float]:
+    """:func:`dyncp.metrics.score`, with every warning and error naming the file."""
+    from .metrics import score
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            row = score(est, clean, sr=sr, dnsmos=dnsmos)
+        except AudioError as e:
+            raise AudioError(f"{name}: {e}") from None
+    for w in caught:
+        cat = DyncpWarning if issubclass(w.category, UserWarning) else w.category
+        warnings.warn(f"{name} ({what}): {w.message}", cat, stacklevel=3)
+    return row
+
+
 def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
              progress: bool = True) -> dict[str, Any]:
     """Score ``model`` on ``pairs`` (each with ``name``, ``noisy`` [N], ``clean`` [N] float32 at
-    the model's rate). Returns ``{"mean", "files", "noisy"}``; see the module docstring."""
-    from .metrics import score
-
+    the model's rate). Returns ``{"mean", "files", "noisy"}``; see the module docstring.
+    A metric that cannot be computed for a file (too short for PESQ or STOI, ...) is left out
+    of that file's row and of the mean, with a DyncpWarning naming the file."""
     if not pairs:
         raise ValueError("evaluate: no pairs to score")
     cfg, sr = model.cfg, model.cfg.stft.sample_rate
@@ -124,7 +141,7 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
             est, gates = enhance_tensor(model, noisy.unsqueeze(0))
         est_np = est[0].numpy()
         row = {"name": p.name, "seconds": noisy.shape[-1] / sr}
-        row.update(score(est_np, p.clean, sr=sr, dnsmos=dnsmos))
+        row.update(_score(p.name, "enhanced", est_np, p.clean, sr, dnsmos))
         if stats is not None:
             g = torch.stack([x[0] for x in gates]).to(torch.uint8).numpy()     # [n_blocks, H, T]
             macs = dynamic_macs(cfg, gates).per_frame[0].numpy()              # [T]
@@ -137,7 +154,8 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
             row["dynamic_macs_per_frame"] = float(static)
         files.append({k: _clean_float(v) for k, v in row.items()})
         nrow = {"name": p.name}
-        nrow.update(score(np.asarray(p.noisy, np.float32), p.clean, sr=sr, dnsmos=dnsmos))
+        nrow.update(_score(p.name, "noisy", np.asarray(p.noisy, np.float32), p.clean, sr,
+                           dnsmos))
         noisy_rows.append({k: _clean_float(v) for k, v in nrow.items()})
 
     mean = _mean_metrics([{k: v for k, v in f.items()
@@ -168,14 +186,18 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
 
 
 def evaluate_checkpoint(ckpt: str | Path, data_spec: str, split: str = "test", limit: int = 0,
-                        dnsmos: bool = False, progress: bool = True) -> dict[str, Any]:
+                        dnsmos: bool = False, progress: bool = True,
+                        overrides: list[str] | None = None) -> dict[str, Any]:
     """Load a model checkpoint, read ``data_spec`` (``builtin``, ``pairs:DIR``, a folder,
-    ``voicebank:ROOT``, ``mix:SPEECH,NOISE``) at the model's rate and :func:`evaluate` it."""
+    ``voicebank:ROOT``, ``mix:SPEECH,NOISE``) at the model's rate and :func:`evaluate` it.
+    ``overrides``: ``data.KEY=VALUE`` items for reading the data (``data.skip_bad=true``)."""
     from .checkpoint import load_model
+    from .config import with_data_overrides
     from .data import eval_pairs
 
     model, meta = load_model(ckpt)
-    pairs = eval_pairs(data_spec, model.cfg, split=split, limit=limit)
+    pairs = eval_pairs(data_spec, with_data_overrides(model.cfg, overrides), split=split,
+                       limit=limit)
     out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress)
     out["info"] = {"checkpoint": str(ckpt), "data": data_spec, "split": split,
                    "config": model.cfg.name, "epoch": meta.get("epoch")}

@@ -64,6 +64,14 @@ def fixed_macs_per_frame(cfg: Config) -> int:
     return 2 * cfg.stft.n_freq * cfg.model.residual
 
 
+def macs_at(cfg: Config, active):
+    """MACs of one frame at ``active`` hidden channels computed, summed over the blocks (SPEC §4):
+    front-end + back-end + every gate's score stack + ``active`` x per-channel MACs. ``active``
+    may be a number, an array or a tensor; pass ``n_blocks * hidden`` for a static model (the
+    static count). The one formula: :func:`dynamic_macs` and the streamer's statistics use it."""
+    return fixed_macs_per_frame(cfg) + gate_macs_per_frame(cfg) + per_channel_macs(cfg) * active
+
+
 def prunable_fraction(cfg: Config) -> float:
     """Share of the dense MACs that sit in gated channels (90.1 % for the paper config)."""
     return 1.0 - fixed_macs_per_frame(cfg) / static_macs_per_frame(cfg)
@@ -144,8 +152,7 @@ def dynamic_macs(cfg: Config, gates: list[torch.Tensor], lengths: list[int] | No
     if len(gates) != m.n_blocks:
         raise ValueError(f"expected {m.n_blocks} gate tensors, got {len(gates)}")
     active = torch.stack([g.detach().sum(dim=1) for g in gates])        # [n_blocks, B, T]
-    per_frame = (fixed_macs_per_frame(cfg) + gate_macs_per_frame(cfg)
-                 + per_channel_macs(cfg) * active.sum(dim=0).double())   # [B, T]
+    per_frame = macs_at(cfg, active.sum(dim=0).double())               # [B, T]
     b, t = per_frame.shape
     dev = per_frame.device                      # gates may live on an accelerator
     valid = torch.ones(b, t, dtype=torch.bool, device=dev)
@@ -181,7 +188,42 @@ def summary(cfg: Config, params: int | None = None) -> dict:
     }
     if cfg.gate.enabled:
         # Expected dynamic cost if the measured pruning ratio equals the target.
-        expected = (fixed_macs_per_frame(cfg) + gate + (1 - cfg.loss.prune_target)
-                    * cfg.model.hidden * cfg.model.n_blocks * per_channel_macs(cfg))
+        expected = macs_at(cfg, (1 - cfg.loss.prune_target) * cfg.model.hidden
+                           * cfg.model.n_blocks)
         out["dynamic_macs_per_frame_at_target"] = expected
     return out
+
+
+class PhiMeter:
+    """The measured pruning ratio Φ of a set of files, frame-weighted: gated channels off over
+    every frame of every block, ``1 - active / (frames * n_blocks * H)``, so a long file counts
+    for its length (a mean over per-file Φ would not). The one aggregation used by validation
+    (:func:`dyncp.train.validate`) and evaluation (:func:`dyncp.evaluate.evaluate`)."""
+
+    def __init__(self, n_blocks: int, hidden: int) -> None:
+        self.active = [0.0] * n_blocks     # per block: active channels summed over frames
+        self.frames = 0
+        self.hidden = hidden
+
+    def add(self, gates) -> float:
+        """Add one file's gates: one binary [B, H, T] tensor per block (B items of T frames
+        each, no padding) or a numpy array [n_blocks, H, T]. Returns that file's Φ."""
+        if len(gates) != len(self.active):
+            raise ValueError(f"PhiMeter: {len(gates)} gate tensors for {len(self.active)} blocks")
+        active = [float(g.sum()) for g in gates]
+        n = gates[0].numel() if hasattr(gates[0], "numel") else gates[0].size
+        frames = int(n // self.hidden)
+        self.active = [a + b for a, b in zip(self.active, active)]
+        self.frames += frames
+        return 1.0 - sum(active) / (frames * len(active) * self.hidden) if frames else 0.0
+
+    @property
+    def value(self) -> float:
+        """Φ over every frame added so far (0 before the first)."""
+        if not self.frames:
+            return 0.0
+        return 1.0 - sum(self.active) / (self.frames * len(self.active) * self.hidden)
+
+    def per_block(self) -> list[float]:
+        return [1.0 - a / (self.frames * self.hidden) if self.frames else 0.0
+                for a in self.active]

@@ -47,13 +47,22 @@ def pesq_score(est: np.ndarray, clean: np.ndarray, sr: int, mode: str) -> float:
 def stoi_score(est: np.ndarray, clean: np.ndarray, sr: int, extended: bool) -> float:
     from pystoi import stoi
 
+    name = "eSTOI" if extended else "STOI"
+    failed = None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        v = float(stoi(np.asarray(clean, np.float64), np.asarray(est, np.float64), sr,
-                       extended=extended))
-    if any("Not enough STFT frames" in str(w.message) for w in caught):
-        warnings.warn("STOI: signal too short (< 30 frames of 25.6 ms after silence removal); "
+        try:
+            v = float(stoi(np.asarray(clean, np.float64), np.asarray(est, np.float64), sr,
+                           extended=extended))
+        except Exception as e:  # numpy AxisError inside pystoi for a very short or silent pair
+            failed = f"{type(e).__name__}: {e}"
+    if failed:
+        warnings.warn(f"{name}: not computable ({failed}; the signal is too short or silent); "
                       "NaN", stacklevel=2)
+        return float("nan")
+    if any("Not enough STFT frames" in str(w.message) for w in caught):
+        warnings.warn(f"{name}: signal too short (< 30 frames of 25.6 ms after silence "
+                      "removal); NaN", stacklevel=2)
         return float("nan")
     return v
 

@@ -91,8 +91,12 @@ class GatedBlock(nn.Module):
         c = self.context
         return (c, 0) if self.causal else (c // 2, c - c // 2)
 
-    def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        g = self.gate(h) if self.gate is not None else None
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``mask`` [B, H, T] (0/1), when given, replaces the gate's decision (the gate is not
+        run): the dynamism ablations of benchmarks/study.py run a model with masks chosen
+        elsewhere. It works on an ungated block too."""
+        g = mask if mask is not None else self.gate(h) if self.gate is not None else None
         u = self.bn1(self.act1(self.pw1(h)))
         v = self.bn2(self.act2(self.dw(mask_pad(u, g, self._dw_padding()))))  # dw(pad(u * g))
         if g is not None:
@@ -158,14 +162,23 @@ class ConvFSENet(nn.Module):
         c = self.cfg.model.feature_compress
         return mag if c == 1.0 else (mag.clamp_min(0) + 1e-12).pow(c)
 
-    def forward(self, mag: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, mag: torch.Tensor, masks: list[torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``masks``: optional list of one binary [B, H, T] tensor per block that replaces the
+        gates' decisions (forced masks; returned as the gates). Given the model's own gates it
+        reproduces the plain forward exactly."""
         if mag.dim() != 3 or mag.shape[1] != self.cfg.stft.n_freq:
             raise ValueError(f"ConvFSENet expects mag [B, {self.cfg.stft.n_freq}, T], "
                              f"got {tuple(mag.shape)}")
+        m = self.cfg.model
+        if masks is not None and (len(masks) != m.n_blocks or any(
+                x.shape != (mag.shape[0], m.hidden, mag.shape[-1]) for x in masks)):
+            raise ValueError(f"masks: expected {m.n_blocks} tensors [B, {m.hidden}, T] for mag "
+                             f"{tuple(mag.shape)}, got {[tuple(x.shape) for x in masks]}")
         h = F.relu(self.front(self._features(mag)))
         gates: list[torch.Tensor] = []
-        for block in self.blocks:
-            h, g = block(h)
+        for i, block in enumerate(self.blocks):
+            h, g = block(h, None if masks is None else masks[i].to(h.dtype))
             if g is not None:
                 gates.append(g)
         return torch.sigmoid(self.back(h)), gates

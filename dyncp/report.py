@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .atomic import atomic_path, write_json, write_text
 from .audio import save_audio
 from .enhance import enhance_tensor
 from .model import ConvFSENet
@@ -58,12 +59,15 @@ def _fmt(value: Any, fmt: str) -> str:
 
 
 def save_figure(fig, path: str | Path, dpi: int = 90) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure; returns the path."""
+    """Lay out, write atomically (creating the folder) and close a matplotlib figure; returns
+    the path. The format follows the suffix."""
     fig.tight_layout()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    _plt().close(fig)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or None)
+    finally:
+        _plt().close(fig)
     return path
 
 
@@ -263,11 +267,7 @@ gated channels omitted, averaged over files, frames, channels and blocks.</p>
   document.body.setAttribute('data-images-loaded', ok);
 }});</script>
 </body></html>"""
-    path = Path(out_dir) / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(doc, encoding="utf-8")
-    tmp.replace(path)
-    return path
+    return write_text(Path(out_dir) / "report.html", doc)
 
 
 def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict[str, dict],
@@ -285,7 +285,7 @@ def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict
     if targets is None:
         targets = {n: (m.cfg.loss.prune_target if m.gated else None) for n, m in models.items()}
     rows = results_rows(evals, targets, static_name)
-    (out / "results.json").write_text(json.dumps(rows, indent=2))
+    write_json(out / "results.json", rows)
     figures = {"Quality vs compute": str(tradeoff_figure(rows, out / "figures" / "tradeoff.png")
                                          .relative_to(out))}
     examples = []

@@ -1,10 +1,18 @@
 """The sparse engine: per frame, evaluate each gate, then compute only the active channels and
 read only their weights (SPEC §2: "inference computes only the active channels" [paper]).
 
-Built from a model or a checkpoint, the runtime holds immutable float32 weight arrays and a
-separate, explicit per-stream state (``RuntimeState``: pooling ring, depthwise ring, frame
-counter), like rnnoise's create-state / process-frame contract. One ``numba`` call per frame runs
-the whole mask estimator: front-end, the gated blocks, back-end.
+Built from a model or a checkpoint, the runtime holds immutable float32 weights, shared by any
+number of streams, and each stream owns a ``RuntimeState`` with *everything a frame writes*
+(pooling ring, depthwise ring, frame counter, mask, gates, scratch), like rnnoise's create-state /
+process-frame contract: streams on one runtime may run in parallel threads (the kernel releases
+the GIL). One ``numba`` call per frame runs the whole mask estimator: front-end, the gated blocks,
+back-end.
+
+Arguments. The weights are one float32 buffer and the state one float32 and one int64 buffer
+(plus the uint8 gates), with an int64 table of dimensions and offsets (``_Packed``): numba checks
+the type of every argument on every call (~0.1 µs each), so a call with 6 arguments costs ~1.8 µs
+per frame less than one with an argument per array. ``SparseRuntime.chan`` and friends are views
+into the buffer.
 
 Weight layout. One hidden channel's weights are contiguous, so a pruned channel costs no memory
 traffic at all: ``chan[i, c, :]`` of block ``i`` holds
@@ -30,39 +38,69 @@ Per frame cost (MACs, SPEC §4): front-end ``F*B``, each block ``B*R + R*H`` (ga
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from numba import njit
 
+from .kernels import HEADER, I_ACTIVE, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE, WEIGHTS, frame
 from .model import ConvFSENet, require_causal
 
 MODES = ("sparse", "dense")
 _N_CONST = 8  # b1 a1 s1 c1 bd a2 s2 c2
-# [decided] Reassociation and FMA contraction only (no nnan/ninf: NaN and Inf still propagate).
-# Reassociation lets LLVM vectorise the per-channel dot products: measured ~5x faster than
-# fastmath=False on the 128-long PW1 rows (and ~2x faster than calling BLAS per row).
-_FASTMATH = {"reassoc", "contract"}
 
 
-@dataclass
+class _Packed:
+    """Named arrays of one dtype in one buffer, each starting on a 64-byte line (chan's rows
+    stay line-aligned); ``views[name]`` is the array, ``offsets`` their positions."""
+
+    def __init__(self, dtype, shapes: dict[str, tuple[int, ...]], align: int = 64) -> None:
+        item = np.dtype(dtype).itemsize
+        step = max(align // item, 1)
+        self.offsets, n = [], 0
+        for shape in shapes.values():
+            self.offsets.append(n)
+            n += -(-int(np.prod(shape)) // step) * step
+        raw = np.zeros(n + step, dtype)
+        skip = (-raw.ctypes.data % align) // item     # first element on a 64-byte boundary
+        self.buf = raw[skip:skip + n]
+        self.views = {name: self.buf[o:o + int(np.prod(s))].reshape(s)
+                      for (name, s), o in zip(shapes.items(), self.offsets)}
+
+
 class RuntimeState:
-    """Per-stream state, zeros = silence before the start (same convention as ``model.step``).
+    """One stream's state: everything a frame writes, zeros = silence before the start (the
+    convention of ``model.step``). Streams never share one.
 
     ``pool`` [n_blocks, L, B_res]: ring of the last L block inputs (the gate's moving average);
     ``dw`` [n_blocks, D, H]: ring of the last D frames of hidden activations u, one column per
     channel, D = (k-1)*max(dilation)+1 (a pruned channel writes 0: time-major, so that zeroing
-    one frame's slot is one contiguous write); ``t`` [1] int64: frames processed.
+    one frame's slot is one contiguous write); ``t`` [1] int64: frames processed; ``mask`` [F]
+    and ``gates`` [n_blocks, H] uint8: the last frame's outputs; ``thresh`` [n_blocks] float32:
+    the gates' thresholds (a channel is kept where its score > thresh, 0 for the trained model;
+    room for a run-time budget); ``n_open`` / ``n_computed``: gated channels open and channels
+    computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers behind them.
     """
 
-    pool: np.ndarray
-    dw: np.ndarray
-    t: np.ndarray
+    def __init__(self, f: _Packed, i: np.ndarray, gates: np.ndarray) -> None:
+        self._packed, self.f, self.i, self.gates = f, f.buf, i, gates
+        v = f.views
+        self.pool, self.dw, self.mask, self.scratch, self.thresh = (v[n] for n in STATE)
+        self.t = i[I_T:I_T + 1]
+
+    @property
+    def n_open(self) -> int:
+        return int(self.i[I_OPEN])
+
+    @property
+    def n_computed(self) -> int:
+        return int(self.i[I_COMPUTED])
 
     def copy(self) -> "RuntimeState":
-        return RuntimeState(self.pool.copy(), self.dw.copy(), self.t.copy())
+        shapes = {n: a.shape for n, a in self._packed.views.items()}
+        f = _Packed(np.float32, shapes)
+        f.buf[:] = self.f
+        return RuntimeState(f, self.i.copy(), self.gates.copy())
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -82,7 +120,8 @@ class SparseRuntime:
     (mask_t [F] float32, gates_t [n_blocks, H] uint8)``; ``reset()``. ``mode="dense"`` computes
     every channel and multiplies by the gate mask (the training semantics, the baseline);
     ``"sparse"`` skips pruned channels. A static model (no gates) runs every channel in both
-    modes and returns gates of shape [0, H].
+    modes and returns gates of shape [0, H]. The weights are immutable and may be shared by
+    streams in several threads, each with its own ``initial_state()``.
     """
 
     def __init__(self, model: ConvFSENet | str | Path, mode: str = "sparse") -> None:
@@ -99,39 +138,41 @@ class SparseRuntime:
         self.hidden, self.kernel = m.hidden, m.kernel
         self.n_blocks, self.gated = m.n_blocks, cfg.gate.enabled
         self.pool_len = g.pool if self.gated else 1
+        self.reduction = g.reduction if self.gated else 1
         self.min_active = g.min_active if self.gated else 0
         self.compress = float(m.feature_compress)
         self.dilations = np.array(m.block_dilations(), dtype=np.int64)
         self.ring = (m.kernel - 1) * int(self.dilations.max()) + 1
         self._pack(model)
-        f32 = np.float32
-        self._mask = np.zeros(self.n_freq, f32)
-        self._gates = np.zeros((self.n_blocks, self.hidden), np.uint8)
-        self._scratch = np.zeros((4, max(self.residual, self.hidden, g.reduction)), f32)
-        self._active = np.zeros(self.hidden, np.int64)
-        self._gates_out = self._gates if self.gated else self._gates[:0]
-        # the kernel's arguments, bound once: per-frame Python overhead is part of the budget
-        self._weights = (self.compress, self.front_wt, self.front_b, self.back_w, self.back_b,
-                         self.chan, self.pw2_bias, self.gw1t, self.gb1, self.gw2t, self.gb2,
-                         self.dilations, self.kernel, self.gated, mode == "sparse",
-                         self.min_active)
-        self._buffers = (self._mask, self._gates, self._scratch, self._active)
+        self._state_shapes = {
+            "pool": (self.n_blocks, self.pool_len, self.residual),
+            "dw": (self.n_blocks, self.ring, self.hidden), "mask": (self.n_freq,),
+            "scratch": (SCRATCH_ROWS, max(self.residual, self.hidden, self.reduction)),
+            "thresh": (self.n_blocks,)}
+        header = {"n_freq": self.n_freq, "residual": self.residual, "hidden": self.hidden,
+                  "kernel": self.kernel, "reduction": self.reduction, "n_blocks": self.n_blocks,
+                  "pool": self.pool_len, "ring": self.ring, "gated": int(self.gated),
+                  "sparse": int(mode == "sparse"), "min_active": self.min_active,
+                  "stride": self.chan.shape[2]}
+        self.wi = np.array([header[k] for k in HEADER] + self._weights.offsets
+                           + _Packed(np.float32, self._state_shapes).offsets
+                           + list(self.dilations), np.int64)
+        self.wf = self._weights.buf
         self.state = self.initial_state()
         # Compile (or load from numba's cache) now, on a throw-away state, so that the first real
         # frame of a stream does not pay for it.
-        self.step_into(np.zeros(self.n_freq, f32), self.initial_state())
+        self.step_into(np.zeros(self.n_freq, np.float32), self.initial_state())
 
     # -- weights ----------------------------------------------------------------------------------
     def _pack(self, model: ConvFSENet) -> None:
-        B, H, k = self.residual, self.hidden, self.kernel
+        B, H, k, nb, F = self.residual, self.hidden, self.kernel, self.n_blocks, self.n_freq
+        R = self.reduction
         stride = -(-(2 * B + k + _N_CONST) // 16) * 16
-        chan = np.zeros((self.n_blocks, H, stride))
-        pw2_bias = np.zeros((self.n_blocks, B))
-        R = self.cfg.gate.reduction if self.gated else 1
-        gw1t = np.zeros((self.n_blocks, B, R))
-        gb1 = np.zeros((self.n_blocks, R))
-        gw2t = np.zeros((self.n_blocks, R, H))
-        gb2 = np.zeros((self.n_blocks, H))
+        shapes = {"front_wt": (F, B), "front_b": (B,), "back_w": (F, B), "back_b": (F,),
+                  "chan": (nb, H, stride), "pw2_bias": (nb, B), "gw1t": (nb, B, R),
+                  "gb1": (nb, R), "gw2t": (nb, R, H), "gb2": (nb, H), "compress": (1,)}
+        self._weights = w = _Packed(np.float32, shapes)
+        v = w.views
         for i, blk in enumerate(model.blocks):
             w1, b1 = _np(blk.pw1.weight)[:, :, 0], _np(blk.pw1.bias)
             s1, c1 = _bn(blk.bn1)
@@ -145,35 +186,37 @@ class SparseRuntime:
             w2 = np.where(nz[None, :], w2 * s2[None, :], w2)
             c2 = np.where(nz, c2 / np.where(nz, s2, 1.0), c2)
             s2 = np.where(nz, 1.0, s2)
-            chan[i, :, :B] = w1
-            chan[i, :, B:B + k] = _np(blk.dw.weight)[:, 0, :]
-            chan[i, :, B + k:2 * B + k] = w2.T
+            chan = v["chan"][i]
+            chan[:, :B] = w1
+            chan[:, B:B + k] = _np(blk.dw.weight)[:, 0, :]
+            chan[:, B + k:2 * B + k] = w2.T
             consts = [b1, _np(blk.act1.weight) * np.ones(H), s1, c1, _np(blk.dw.bias),
                       _np(blk.act2.weight) * np.ones(H), s2, c2]
-            chan[i, :, 2 * B + k:2 * B + k + _N_CONST] = np.stack(consts, axis=1)
-            pw2_bias[i] = _np(blk.pw2.bias)
+            chan[:, 2 * B + k:2 * B + k + _N_CONST] = np.stack(consts, axis=1)
+            v["pw2_bias"][i] = _np(blk.pw2.bias)
             if blk.gate is not None:
-                gw1t[i], gb1[i] = _np(blk.gate.score1.weight)[:, :, 0].T, _np(blk.gate.score1.bias)
-                gw2t[i], gb2[i] = _np(blk.gate.score2.weight)[:, :, 0].T, _np(blk.gate.score2.bias)
-        f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731
-        self.chan, self.pw2_bias = f32(chan), f32(pw2_bias)
-        self.gw1t, self.gb1, self.gw2t, self.gb2 = f32(gw1t), f32(gb1), f32(gw2t), f32(gb2)
-        self.front_wt = f32(_np(model.front.weight)[:, :, 0].T)   # [F, B]: axpy over B per bin
-        self.front_b = f32(_np(model.front.bias))
-        self.back_w = f32(_np(model.back.weight)[:, :, 0])        # [F, B]: one dot per bin
-        self.back_b = f32(_np(model.back.bias))
+                v["gw1t"][i] = _np(blk.gate.score1.weight)[:, :, 0].T
+                v["gb1"][i] = _np(blk.gate.score1.bias)
+                v["gw2t"][i] = _np(blk.gate.score2.weight)[:, :, 0].T
+                v["gb2"][i] = _np(blk.gate.score2.bias)
+        v["front_wt"][:] = _np(model.front.weight)[:, :, 0].T     # [F, B]: axpy over B per bin
+        v["front_b"][:] = _np(model.front.bias)
+        v["back_w"][:] = _np(model.back.weight)[:, :, 0]          # [F, B]: one dot per bin
+        v["back_b"][:] = _np(model.back.bias)
+        v["compress"][0] = self.compress
+        for name in WEIGHTS[:-1]:
+            setattr(self, name, v[name])
 
     @property
     def weight_bytes(self) -> int:
-        arrs = (self.chan, self.pw2_bias, self.gw1t, self.gb1, self.gw2t, self.gb2, self.front_wt,
-                self.front_b, self.back_w, self.back_b)
-        return int(sum(a.nbytes for a in arrs))
+        return int(sum(a.nbytes for n, a in self._weights.views.items() if n != "compress"))
 
     # -- state ------------------------------------------------------------------------------------
     def initial_state(self) -> RuntimeState:
-        return RuntimeState(np.zeros((self.n_blocks, self.pool_len, self.residual), np.float32),
-                            np.zeros((self.n_blocks, self.ring, self.hidden), np.float32),
-                            np.zeros(1, np.int64))
+        """A fresh stream: its own buffers, zeros (silence before the start)."""
+        return RuntimeState(_Packed(np.float32, self._state_shapes),
+                            np.zeros(I_ACTIVE + self.hidden + self.kernel, np.int64),
+                            np.zeros((self.n_blocks, self.hidden), np.uint8))
 
     def reset(self) -> None:
         self.state = self.initial_state()
@@ -181,151 +224,20 @@ class SparseRuntime:
     # -- per frame --------------------------------------------------------------------------------
     def step_into(self, mag_t: np.ndarray, state: RuntimeState | None = None
                   ) -> tuple[np.ndarray, np.ndarray, int]:
-        """Like :meth:`step` but returns the runtime's own buffers (overwritten next frame) and
-        the number of channels computed; no checks, no copies (the streaming hot path)."""
+        """Like :meth:`step` but returns the state's own buffers (overwritten by its next frame)
+        and the number of channels computed; no checks, no copies (the streaming hot path).
+        ``mag_t`` must be float32 [F], contiguous."""
         st = self.state if state is None else state
-        n = _frame(mag_t, *self._weights, st.pool, st.dw, st.t, *self._buffers)
-        return self._mask, self._gates_out, n
+        n = frame(mag_t, self.wf, self.wi, st.f, st.i, st.gates)
+        return st.mask, (st.gates if self.gated else st.gates[:0]), n
 
     def step(self, mag_t: np.ndarray, state: RuntimeState | None = None
              ) -> tuple[np.ndarray, np.ndarray]:
         """One frame: mag_t [F] (|STFT|, float) -> (mask_t [F] float32, gates_t [n_blocks, H]
-        uint8). Advances ``state`` (default: the runtime's own ``self.state``) in place."""
+        uint8), copies. Advances ``state`` (default: the runtime's own ``self.state``) in place."""
         mag_t = np.ascontiguousarray(mag_t, dtype=np.float32)
         if mag_t.shape != (self.n_freq,):
             raise ValueError(f"SparseRuntime.step expects mag_t [{self.n_freq}], "
                              f"got {mag_t.shape}")
         mask, gates, _ = self.step_into(mag_t, state)
         return mask.copy(), gates.copy()
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _dot(a, b, n):
-    s = np.float32(0.0)
-    for j in range(n):
-        s += a[j] * b[j]
-    return s
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _prelu(x, a):
-    return x if x >= 0 else a * x
-
-
-@njit(cache=True, nogil=True, fastmath=_FASTMATH)
-def _frame(mag, compress, front_wt, front_b, back_w, back_b, chan, pw2_bias, gw1t, gb1, gw2t, gb2,
-           dilations, kernel, gated, sparse, min_active, pool, dw, t_arr, mask, gates, scratch,
-           active):
-    """One frame of the mask estimator (layouts: see the module docstring). Updates ``pool``,
-    ``dw``, ``t_arr``, writes ``mask`` [F] and ``gates`` [n_blocks, H]; returns the number of
-    hidden channels computed (all of them in dense mode).
-
-    Inner loops index arrays with the loop variable only (an offset index may be negative to
-    numba, whose wrap-around check stops LLVM from vectorising: measured 5x slower)."""
-    n_freq, B = front_wt.shape
-    n_blocks, H, _ = chan.shape
-    R, L, D, k = gw1t.shape[2], pool.shape[1], dw.shape[1], kernel
-    w2_off, c_off = B + k, 2 * B + k          # PW2 column and per-channel constants
-    t = t_arr[0]
-    zero = np.float32(0.0)
-    h, h2, scores, z1 = scratch[0, :B], scratch[1, :B], scratch[2, :H], scratch[3, :R]
-    slots = np.empty(k, np.int64)
-    # front-end: h = ReLU(W_f x + b_f), one axpy over the residual channels per bin
-    for b in range(B):
-        h[b] = front_b[b]
-    for f in range(n_freq):
-        x = mag[f]
-        if compress != 1.0:
-            x = (max(x, zero) + np.float32(1e-12)) ** np.float32(compress)
-        wf = front_wt[f]
-        for b in range(B):
-            h[b] += wf[b] * x
-    for b in range(B):
-        h[b] = max(h[b], zero)
-    computed = 0
-    for i in range(n_blocks):
-        d = dilations[i]
-        n_on = H
-        if gated:
-            # gate: moving average of the block input over the last L frames (a ring of L slots
-            # that starts as zeros, like model.step's cache), then the score stack PW-ReLU-PW
-            ring = pool[i]
-            slot = ring[t % L]
-            for b in range(B):
-                slot[b] = h[b]
-            for b in range(B):
-                h2[b] = zero
-            for j in range(L):
-                rj = ring[j]
-                for b in range(B):
-                    h2[b] += rj[b]
-            for r in range(R):
-                z1[r] = gb1[i, r]
-            for b in range(B):
-                w = gw1t[i, b]
-                x = h2[b] / np.float32(L)
-                for r in range(R):
-                    z1[r] += w[r] * x
-            for c in range(H):
-                scores[c] = gb2[i, c]
-            for r in range(R):
-                zr = max(z1[r], zero)
-                w = gw2t[i, r]
-                for c in range(H):
-                    scores[c] += w[c] * zr
-            n_on = 0
-            g = gates[i]
-            for c in range(H):                      # Heaviside; a NaN score prunes
-                on = scores[c] > 0
-                g[c] = on
-                n_on += on
-            if min_active > 0 and n_on < min_active:
-                # floor: the top-min_active scores are forced on (ties included, as in torch)
-                kth = np.sort(scores.copy())[H - min_active]
-                n_on = 0
-                for c in range(H):
-                    on = g[c] == 1 or scores[c] >= kth
-                    g[c] = on
-                    n_on += on
-        # the channels to compute, as a list: no unpredictable branch in the loop below
-        n = 0
-        if gated and sparse:
-            for c in range(H):
-                active[n] = c
-                n += gates[i, c]
-        else:
-            for c in range(H):
-                active[n] = c
-                n += 1
-        computed += n
-        # block body: h2 = h + b2 + sum over computed channels c of W2[:, c] * v_c
-        for b in range(B):
-            h2[b] = h[b] + pw2_bias[i, b]
-        pos = t % D
-        for j in range(k):                          # ring slot of each tap: frame t-(k-1-j)*d
-            slots[j] = (t - (k - 1 - j) * d) % D
-        now = dw[i, pos]
-        for c in range(H):
-            now[c] = zero                           # a pruned channel's past reads as 0
-        for a in range(n):
-            c = active[a]
-            row = chan[i, c]
-            on = np.float32(gates[i, c]) if gated else np.float32(1.0)
-            u = _dot(row, h, B) + row[c_off]
-            u = (_prelu(u, row[c_off + 1]) * row[c_off + 2] + row[c_off + 3]) * on
-            now[c] = u
-            z = row[c_off + 4]
-            for j in range(k):
-                z += row[B + j] * dw[i, slots[j], c]
-            v = (_prelu(z, row[c_off + 5]) * row[c_off + 6] + row[c_off + 7]) * on
-            w2 = row[w2_off:w2_off + B]
-            for b in range(B):
-                h2[b] += w2[b] * v
-        for b in range(B):
-            h[b] = h2[b]
-    # back-end: mask = sigmoid(W_b h + b_b), one dot per bin
-    for f in range(n_freq):
-        x = _dot(back_w[f], h, B) + back_b[f]
-        mask[f] = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
-    t_arr[0] = t + 1
-    return computed

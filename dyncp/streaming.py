@@ -4,253 +4,233 @@
 returns the enhanced samples that are ready; ``flush()`` returns the tail; ``reset()`` starts a
 new stream. Concatenated, the output equals offline :func:`dyncp.enhance.enhance_tensor` on the
 whole signal (max abs difference < 1e-5, ``tests/test_streaming.py``), and ``.gates`` equals the
-offline gates frame by frame.
-
-Why it is exact. The offline STFT (``dyncp.dsp``) pads ``n_fft/2`` zeros on both sides, so frame
-``t`` covers samples ``[t*hop - n_fft/2, t*hop + n_fft/2)``: the analysis buffer starts with
-``n_fft/2`` zeros and a frame is ready once ``n_fft`` buffered samples exist. ``torch.istft``
-overlap-adds ``w * irfft(X)`` and divides by the overlap-added ``w^2`` of the frames that exist;
-the streaming synthesis accumulates the same two sums (``ola``, ``env``) and emits the first
-``hop`` samples after every frame, when no later frame can touch them. This holds for any
-``hop <= n_fft/2``, including the clip start (fewer frames overlap) and the end, where ``flush``
-pads ``n_fft/2`` zeros like the offline STFT and trims to the input length.
+offline gates frame by frame. Why that is exact: :mod:`dyncp.stream_dsp`.
 
 Latency: a sample leaves at most ``n_fft - 1`` samples after it arrives (one window, 32 ms for
 the paper config; SPEC §1), plus the compute time of one frame.
 
-State is explicit (``StreamState``): the STFT buffers (:class:`STFTState`) and the network's state,
-either ``model.initial_state(1)`` (torch engine) or ``SparseRuntime.initial_state()`` (dense and
-sparse engines). The network is the same model: the torch engine calls ``model.step``; the
-numba engines run :mod:`dyncp.runtime` built from the same weights.
+State is explicit (``StreamState``): the STFT rings (:class:`~dyncp.stream_dsp.StftState`) and
+the network's state, either ``model.initial_state(1)`` (torch engine) or a
+:class:`~dyncp.runtime.RuntimeState` (dense and sparse engines). The network is the same model:
+the torch engine calls ``model.step``; the numba engines run :mod:`dyncp.runtime` built from the
+same weights, and for them one compiled call per ``feed`` does everything
+(:func:`dyncp.kernels.feed_frames`: STFT, network, iSTFT, for every frame that becomes ready):
+no Python per frame, no temporaries, the kernel's own count of open gates, gates copied out
+only when ``record_gates``.
+
+The caller's model is left as it was: its train/eval mode is not touched. The numba engines
+copy the weights (BatchNorm running statistics, as in eval mode); the torch engine runs a private
+copy in eval mode. Either way the weights are taken when the Streamer is built.
 """
 
 from __future__ import annotations
 
+import copy
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
-from numba import njit
 
 from .errors import AudioError, DyncpError
+from .kernels import (FRAMES, HELD, OPEN, analyse, feed_frames, nonfinite, push, synthesise,
+                      tail)
 from .model import ConvFSENet, require_causal
+from .runtime import MODES, RuntimeState, SparseRuntime
+from .stream_dsp import StftState, stft_state, stft_tables
 
-ENGINES = ("torch", "dense", "sparse")
-
-
-@dataclass
-class STFTState:
-    """Streaming STFT/iSTFT buffers (float64).
-
-    ``pending``: input samples not yet consumed; its first sample sits at padded index
-    ``frames * hop`` (the padded signal starts with ``n_fft/2`` zeros). ``ola``/``env`` [n_fft]:
-    overlap-added ``w * frame`` and ``w^2`` for padded positions from ``frames * hop`` on.
-    ``skip``: leading padded samples still to drop (they precede the signal). ``n_in``/``n_out``:
-    samples fed and emitted; ``frames``: frames processed.
-    """
-
-    pending: np.ndarray
-    ola: np.ndarray
-    env: np.ndarray
-    skip: int
-    n_in: int = 0
-    n_out: int = 0
-    frames: int = 0
-
-
-def stft_state(n_fft: int) -> STFTState:
-    """Fresh STFT state: ``n_fft/2`` zeros of left padding already buffered."""
-    return STFTState(pending=np.zeros(n_fft // 2), ola=np.zeros(n_fft), env=np.zeros(n_fft),
-                     skip=n_fft // 2)
-
-
-def analysis_frame(frame: np.ndarray, win: np.ndarray) -> np.ndarray:
-    """[n_fft] samples -> [n_fft/2+1] complex spectrum (same as one column of ``dsp.stft``)."""
-    return np.fft.rfft(frame * win)
-
-
-def synthesis_frame(st: STFTState, spec: np.ndarray, win: np.ndarray, hop: int) -> np.ndarray:
-    """Overlap-add one frame's ``w * irfft(spec)``; returns the ``hop`` samples that are final
-    (normalised by the overlap-added window square, as ``torch.istft``) and shifts the buffers."""
-    return _overlap_add(st.ola, st.env, np.fft.irfft(spec, win.shape[0]), win, hop)
-
-
-@njit(cache=True, nogil=True)
-def _overlap_add(ola, env, y, win, hop):
-    """ola += w*y, env += w^2; pop the first ``hop`` samples as ola/env; shift both by ``hop``.
-    (numba: one call instead of seven numpy ones, ~10 µs less per frame.)"""
-    n = ola.shape[0]
-    for i in range(n):
-        ola[i] += win[i] * y[i]
-        env[i] += win[i] * win[i]
-    out = np.empty(hop)
-    for i in range(hop):
-        # env is 0 only at padded index 0 (w[0] = 0, no earlier frame), inside the dropped
-        # left padding
-        out[i] = ola[i] / env[i] if env[i] > 0 else 0.0
-    for i in range(n - hop):
-        ola[i] = ola[i + hop]
-        env[i] = env[i + hop]
-    for i in range(n - hop, n):
-        ola[i] = 0.0
-        env[i] = 0.0
-    return out
+ENGINES = ("torch",) + MODES
+_NO_LIMIT = np.iinfo(np.int64).max
 
 
 @dataclass
 class StreamState:
     """Everything a stream carries from one frame to the next."""
 
-    stft: STFTState
-    net: object  # list[torch.Tensor] (torch engine) or runtime.RuntimeState (dense/sparse)
+    stft: StftState
+    net: object  # list[torch.Tensor] (torch engine) or RuntimeState (dense/sparse)
 
 
-@dataclass
 class StreamStats:
-    """Running counters (constant memory): frames, active gated channels, compute time."""
+    """Running counters (constant memory): ``frames``, ``active`` (gated channels open summed
+    over frames; 0 for a static model), compute ``seconds``; ``times``: per-frame seconds when
+    ``record_times`` (a call that runs several frames counts its time split evenly). ``frames``
+    and ``active`` are read from the stream's counters, which the compiled loop updates."""
 
-    frames: int = 0
-    active: int = 0
-    seconds: float = 0.0
-    times: list = field(default_factory=list)
+    def __init__(self, counters: np.ndarray, gated: bool) -> None:
+        self._c, self._gated = counters, gated
+        self.seconds = 0.0
+        self.times: list[float] = []
+
+    @property
+    def frames(self) -> int:
+        return int(self._c[FRAMES])
+
+    @property
+    def active(self) -> int:
+        return int(self._c[OPEN]) if self._gated else 0
+
+
+def eval_copy(model: ConvFSENet) -> ConvFSENet:
+    """``model`` itself when every module is in eval mode, else a copy in eval mode: BatchNorm
+    running statistics, no gate noise, as offline enhancement; the caller's model unchanged."""
+    if not any(m.training for m in model.modules()):
+        return model
+    return copy.deepcopy(model).eval()
 
 
 class Streamer:
     """Causal frame-by-frame enhancement of one mono stream at the model's sample rate.
 
-    ``engine``: ``torch`` (``model.step``), ``dense`` or ``sparse`` (:class:`dyncp.runtime.
-    SparseRuntime`). ``sr``: the sample rate of the samples you feed; it must equal the model's
-    ([decided] an error rather than silent resampling, whose filter delay would break the
-    equality with offline enhancement). ``record_gates``: keep every frame's gates for ``.gates``
-    (turn off for long streams: 2.3 kB per frame for the paper model); ``record_times``: keep each
-    frame's compute time in seconds (``.stats.times``).
+    ``model``: a causal :class:`ConvFSENet`, or a :class:`~dyncp.runtime.SparseRuntime` whose
+    weights this stream then shares with others (many streams, one copy of the weights; each
+    Streamer owns its state, so streams may run in parallel threads). ``engine``: ``torch``
+    (``model.step``; the default for a model), ``dense`` or ``sparse`` (the runtime; the
+    default for a runtime is its mode). ``sr``: the sample rate of the samples you feed; it must
+    equal the model's ([decided] an error rather than silent resampling, whose filter delay would
+    break the equality with offline enhancement). ``record_gates``: keep every frame's gates for
+    ``.gates`` (turn off for long streams: 2.3 kB per frame for the paper model);
+    ``record_times``: keep each frame's compute time in seconds (``.stats.times``).
     """
 
-    def __init__(self, model: ConvFSENet, engine: str = "torch", sr: int | None = None,
-                 record_gates: bool = True, record_times: bool = False) -> None:
+    def __init__(self, model: ConvFSENet | SparseRuntime, engine: str | None = None,
+                 sr: int | None = None, record_gates: bool = True,
+                 record_times: bool = False) -> None:
+        runtime = model if isinstance(model, SparseRuntime) else None
+        engine = engine or (runtime.mode if runtime is not None else "torch")
         if engine not in ENGINES:
             raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+        if runtime is not None and engine != runtime.mode:
+            raise ValueError(f"Streamer: engine {engine!r} differs from the runtime's mode "
+                             f"{runtime.mode!r}")
         cfg = model.cfg
         require_causal(cfg, "streaming")
         model_sr = cfg.stft.sample_rate
         if sr is not None and int(sr) != model_sr:
             raise AudioError(f"Streamer: input sample rate {sr} Hz differs from the model's "
                              f"{model_sr} Hz; resample the input first")
-        model.eval()  # BatchNorm running statistics, no gate noise: same as offline enhancement
-        self.model, self.engine, self.cfg = model, engine, cfg
+        self.engine, self.cfg, self.gated = engine, cfg, cfg.gate.enabled
+        self.model = model if runtime is None else None     # the caller's, never modified
         self.n_fft, self.hop = cfg.stft.n_fft, cfg.stft.hop
-        self.window = torch.hann_window(self.n_fft, periodic=True, dtype=torch.float64).numpy()
-        self.runtime = None
-        if engine != "torch":
-            from .runtime import SparseRuntime
-            self.runtime = SparseRuntime(model, engine)
+        self.tables = stft_tables(self.n_fft, self.hop)
+        self.window = self.tables.window
+        self._net = copy.deepcopy(model).eval() if engine == "torch" else None
+        self.runtime = runtime if runtime is not None or engine == "torch" \
+            else SparseRuntime(model, engine)
         self.record_gates, self.record_times = record_gates, record_times
+        self._log = record_gates and self.gated
         self.reset()
 
     # -- state ------------------------------------------------------------------------------------
     def initial_state(self) -> StreamState:
-        net = (self.model.initial_state(1) if self.runtime is None
+        net = (self._net.initial_state(1) if self.runtime is None
                else self.runtime.initial_state())
         return StreamState(stft=stft_state(self.n_fft), net=net)
 
     def reset(self) -> None:
         """Start a new stream: fresh state, no gates, counters at zero."""
         self.state = self.initial_state()
-        self.stats = StreamStats()
-        self._gates: list[np.ndarray] = []
+        self.stats = StreamStats(self.state.stft.counters, self.gated)
+        self._gates: list[np.ndarray] = []       # [frames, n_blocks, H] per call
         self._flushed = False
 
     @property
     def gates(self) -> np.ndarray:
         """Gates of the frames processed so far, uint8 [n_blocks, H, T] ([0, H, T] when static)."""
-        n_blocks = self.cfg.model.n_blocks if self.model.gated else 0
-        if not self._gates:
-            return np.zeros((n_blocks, self.cfg.model.hidden, 0), np.uint8)
-        return np.stack(self._gates, axis=-1)
+        m = self.cfg.model
+        if not self.gated or not self._gates:
+            return np.zeros((m.n_blocks if self.gated else 0, m.hidden, 0), np.uint8)
+        return np.ascontiguousarray(np.concatenate(self._gates).transpose(1, 2, 0))
 
     @property
     def pruning_ratio(self) -> float:
         """Measured fraction of gated channels omitted over the frames so far (0 when static)."""
-        if not self.model.gated or self.stats.frames == 0:
+        if not self.gated or self.stats.frames == 0:
             return 0.0
         total = self.stats.frames * self.cfg.model.n_blocks * self.cfg.model.hidden
         return 1.0 - self.stats.active / total
 
-    # -- per frame --------------------------------------------------------------------------------
-    def _mask(self, mag: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """mag [F] float32 -> (mask [F], gates [n_blocks, H] uint8 or None when static)."""
+    @property
+    def active_per_frame(self) -> float:
+        """Mean gated channels computed per frame (every hidden channel for a static model):
+        the ``active`` of :func:`dyncp.macs.macs_at`."""
+        m = self.cfg.model
+        if not self.gated or self.stats.frames == 0:
+            return float(m.n_blocks * m.hidden)
+        return self.stats.active / self.stats.frames
+
+    # -- frames -----------------------------------------------------------------------------------
+    def _run(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
+        """Push ``x`` and run the frames that become ready; returns the samples now final."""
         if self.runtime is None:
-            with torch.inference_mode():
-                mask, gates, self.state.net = self.model.step(
-                    torch.from_numpy(mag).unsqueeze(0), self.state.net)
-            g = torch.stack([gi[0] for gi in gates]).to(torch.uint8).numpy() if gates else None
-            return mask[0].numpy(), g
-        mask, g, _ = self.runtime.step_into(mag, self.state.net)
-        return mask, (g.copy() if self.model.gated else None)
-
-    def _frame(self, frame: np.ndarray) -> np.ndarray:
+            return self._run_torch(x, count, limit)
+        st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
         t0 = time.perf_counter()
-        spec = analysis_frame(frame, self.window)
-        mask, g = self._mask(np.abs(spec).astype(np.float32))
-        out = synthesis_frame(self.state.stft, spec * mask, self.window, self.hop)
+        out, glog, frames = feed_frames(x, count, limit, self._log, t.f, t.i, st.f, st.counters,
+                                        st.mag, rt.wf, rt.wi, net.f, net.i, net.gates)
         dt = time.perf_counter() - t0
-        st = self.stats
-        st.frames += 1
-        st.seconds += dt
-        if self.record_times:
-            st.times.append(dt)
-        if g is not None:
-            st.active += int(g.sum(dtype=np.int64))
-            if self.record_gates:
-                self._gates.append(g)
-        self.state.stft.frames += 1
+        if frames < 0:
+            raise AudioError(f"Streamer.feed: {-frames} sample(s) are NaN or Inf")
+        self._timed(frames, dt)
+        if glog.shape[0]:
+            self._gates.append(glog)
         return out
 
-    def _emit(self, out: np.ndarray, limit: int | None = None) -> np.ndarray:
-        """Drop the leading padding, cap at ``limit`` samples in total, count what leaves."""
-        st = self.state.stft
-        if st.skip:
-            drop = min(st.skip, out.shape[0])
-            out, st.skip = out[drop:], st.skip - drop
-        if limit is not None:
-            out = out[: max(limit - st.n_out, 0)]
-        st.n_out += out.shape[0]
-        return out
+    def _run_torch(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
+        bad = nonfinite(x)
+        if bad:
+            raise AudioError(f"Streamer.feed: {bad} sample(s) are NaN or Inf")
+        st, t, c = self.state.stft, self.tables, self.state.stft.counters
+        total = c[HELD] + x.shape[0]
+        out = np.empty(((total - self.n_fft) // self.hop + 1) * self.hop
+                       if total >= self.n_fft else 0, np.float32)
+        i, o = 0, 0
+        while True:
+            i = push(x, i, st.f, c, self.n_fft, count)
+            if c[HELD] < self.n_fft:
+                return out[:o]
+            t0 = time.perf_counter()
+            analyse(st.f, c, t.f, t.i, st.mag)
+            with torch.inference_mode():
+                mask, gates, self.state.net = self._net.step(
+                    torch.from_numpy(st.mag).unsqueeze(0), self.state.net)
+            o = synthesise(mask[0].numpy(), st.f, c, t.f, t.i, out, o, limit)
+            if gates:
+                g = torch.stack([gi[0] for gi in gates]).to(torch.uint8).numpy()
+                c[OPEN] += int(g.sum(dtype=np.int64))
+                if self.record_gates:
+                    self._gates.append(g[None])
+            self._timed(1, time.perf_counter() - t0)
+
+    def _timed(self, frames: int, dt: float) -> None:
+        self.stats.seconds += dt
+        if self.record_times and frames:
+            self.stats.times.extend([dt / frames] * frames)
 
     # -- public -----------------------------------------------------------------------------------
     def _check(self, samples) -> np.ndarray:
         if self._flushed:
             raise DyncpError("Streamer: the stream was flushed; call reset() to start a new one")
-        if isinstance(samples, torch.Tensor):
-            samples = samples.detach().cpu().numpy()
-        x = np.asarray(samples)
-        if x.ndim == 2 and 1 in x.shape:
-            x = x.reshape(-1)
+        x = samples
+        if type(x) is np.ndarray and x.dtype == np.float32 and x.ndim == 1 \
+                and x.flags.c_contiguous:
+            return x                              # the common case, checked in ~0.3 µs
+        if isinstance(x, torch.Tensor):
+            x = x.detach().cpu().numpy()
+        x = np.asarray(x)
         if x.ndim != 1:
-            raise AudioError(f"Streamer.feed expects mono samples [N], got shape {x.shape} "
-                             f"(multi-channel audio: downmix it first)")
-        if x.size and not np.issubdtype(x.dtype, np.floating):
+            if x.ndim == 2 and 1 in x.shape:
+                x = x.reshape(-1)
+            else:
+                raise AudioError(f"Streamer.feed expects mono samples [N], got shape {x.shape} "
+                                 f"(multi-channel audio: downmix it first)")
+        if x.size and x.dtype.kind != "f":
             raise AudioError(f"Streamer.feed expects float samples in [-1, 1], got {x.dtype}")
-        x = x.astype(np.float32)  # the precision offline enhancement sees
-        if not np.all(np.isfinite(x)):
-            bad = int(x.size - np.count_nonzero(np.isfinite(x)))
-            raise AudioError(f"Streamer.feed: {bad} sample(s) are NaN or Inf")
-        return x
+        return np.ascontiguousarray(x, dtype=np.float32)   # the precision offline enhancement sees
 
     def feed(self, samples) -> np.ndarray:
         """Push mono float samples [N] (any N >= 0); returns the enhanced samples ready [M]."""
-        x = self._check(samples)
-        if x.size == 0:
-            return np.zeros(0, np.float32)
-        st = self.state.stft
-        st.pending = np.concatenate([st.pending, x.astype(np.float64)])
-        st.n_in += x.size
-        outs = []
-        while st.pending.shape[0] >= self.n_fft:
-            outs.append(self._emit(self._frame(st.pending[: self.n_fft])))
-            st.pending = st.pending[self.hop:]
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
+        return self._run(self._check(samples), True, _NO_LIMIT)
 
     def flush(self) -> np.ndarray:
         """End of stream: pad like the offline STFT, run the last frames, return the tail.
@@ -261,20 +241,11 @@ class Streamer:
         st = self.state.stft
         if st.n_in == 0:
             return np.zeros(0, np.float32)
-        n_frames = st.n_in // self.hop + 1           # = dsp.n_frames: same frames as offline
-        outs = []
-        while st.frames < n_frames:
-            if st.pending.shape[0] < self.n_fft:
-                st.pending = np.concatenate([st.pending,
-                                             np.zeros(self.n_fft - st.pending.shape[0])])
-            outs.append(self._emit(self._frame(st.pending[: self.n_fft]), st.n_in))
-            st.pending = st.pending[self.hop:]
-        # Samples after the last frame's hop: only frames already added overlap them.
-        need = st.n_in - st.n_out
-        if need > 0:
-            n = st.skip + need
-            outs.append(self._emit(st.ola[:n] / st.env[:n], st.n_in))
-        return np.concatenate(outs).astype(np.float32) if outs else np.zeros(0, np.float32)
+        # n_fft/2 zeros of right padding give exactly the offline frame count, n_in // hop + 1
+        head = self._run(np.zeros(self.n_fft // 2, np.float32), False, st.n_in)
+        rest = np.empty(st.n_in - st.n_out, np.float32)
+        o = tail(st.f, st.counters, self.tables.f, self.tables.i, rest, 0, st.n_in)
+        return np.concatenate([head, rest[:o]])
 
     def process(self, wav: np.ndarray, chunk: int = 0) -> np.ndarray:
         """Convenience: reset, feed ``wav`` in chunks of ``chunk`` samples (0: all at once),
@@ -287,17 +258,6 @@ class Streamer:
         return np.concatenate(outs)
 
 
-def dynamic_macs_per_frame(cfg, active_per_frame: float | None) -> float:
-    """MACs per frame at a mean of ``active_per_frame`` gated channels computed (SPEC §4);
-    ``None`` (static model) gives the static count."""
-    from .macs import (fixed_macs_per_frame, gate_macs_per_frame, per_channel_macs,
-                       static_macs_per_frame)
-    if active_per_frame is None:
-        return float(static_macs_per_frame(cfg))
-    return (fixed_macs_per_frame(cfg) + gate_macs_per_frame(cfg)
-            + per_channel_macs(cfg) * active_per_frame)
-
-
 def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch",
                 chunk: int = 0) -> dict:
     """Stream a sound file through a :class:`Streamer` in chunks of ``chunk`` samples (0: one
@@ -305,11 +265,13 @@ def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch"
 
     Returns ``us_per_frame_median``, ``us_per_frame_p99`` (compute per frame: STFT, mask
     estimation, iSTFT), ``rtf`` (wall time of all feed/flush calls / audio duration),
-    ``pruning_ratio``, ``dynamic_mmac_per_s``, ``max_abs_diff_offline``, plus ``frames``,
-    ``seconds`` and ``engine``. Writes the enhanced signal to ``out_path`` when given.
+    ``pruning_ratio``, ``dynamic_mmac_per_s`` (:func:`dyncp.macs.macs_at` at the measured
+    channels per frame), ``max_abs_diff_offline``, plus ``frames``, ``seconds`` and ``engine``.
+    Writes the enhanced signal to ``out_path`` when given. ``model`` is left as it was.
     """
     from .audio import load_audio, save_audio
     from .enhance import enhance_tensor
+    from .macs import macs_at
 
     sr = model.cfg.stft.sample_rate
     wav = load_audio(in_path, sr)
@@ -323,19 +285,17 @@ def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch"
     wall = time.perf_counter() - t0
     out = np.concatenate(outs)
     with torch.inference_mode():
-        ref, _ = enhance_tensor(model, torch.from_numpy(wav).unsqueeze(0))
+        ref, _ = enhance_tensor(eval_copy(model), torch.from_numpy(wav).unsqueeze(0))
     times = np.asarray(streamer.stats.times) * 1e6
-    frames = streamer.stats.frames
-    active = streamer.stats.active / frames if model.gated else None
     if out_path is not None:
         save_audio(out_path, out, sr)
     return {
-        "engine": engine, "frames": frames, "seconds": wav.shape[0] / sr,
+        "engine": engine, "frames": streamer.stats.frames, "seconds": wav.shape[0] / sr,
         "us_per_frame_median": float(np.median(times)),
         "us_per_frame_p99": float(np.percentile(times, 99)),
         "rtf": wall / (wav.shape[0] / sr),
         "pruning_ratio": streamer.pruning_ratio,
-        "dynamic_mmac_per_s": dynamic_macs_per_frame(model.cfg, active)
+        "dynamic_mmac_per_s": float(macs_at(model.cfg, streamer.active_per_frame))
         * model.cfg.stft.frames_per_second / 1e6,
         "max_abs_diff_offline": float(np.abs(out - ref[0].numpy()).max()),
     }

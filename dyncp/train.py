@@ -41,14 +41,16 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .atomic import write_text
 from .checkpoint import load_dict, load_model, save_atomic, save_model
 from .config import Config
 from .enhance import enhance_tensor
 from .errors import CheckpointError, ConfigError, DataError
-from .losses import pruning_ratio, total_loss
+from .losses import total_loss
 from .malloc import keep_freed_memory
 from .model import ConvFSENet, build_model
 
+MACHINE_KEYS = ("train.threads", "train.num_workers")
 STATE_FORMAT = "dyncp-train-state"
 STATE_VERSION = 1
 LOG_COLUMNS = ("epoch", "step", "lr", "phi_target", "train_loss", "train_se", "train_phi",
@@ -185,11 +187,13 @@ def _epoch_batches(dataset, cfg: Config, d: _Dist, epoch: int, steps: int):
 @torch.no_grad()
 def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dict[str, float]:
     """Mean validation loss (at the final Φ_trgt), PESQ-WB, SI-SDR (dB) and measured Φ over whole
-    files; Φ is weighted by frames."""
+    files; Φ is weighted by frames, as in evaluation (:class:`dyncp.macs.PhiMeter`)."""
+    from .macs import PhiMeter
     from .metrics import pesq_score, si_sdr   # only these two: STOI/composite cost more
 
     model.eval()
-    losses, pesqs, sdrs, kept, frames = [], [], [], 0.0, 0
+    losses, pesqs, sdrs = [], [], []
+    phi = PhiMeter(cfg.model.n_blocks, cfg.model.hidden)
     for p in pairs:
         noisy = torch.from_numpy(np.asarray(p.noisy, np.float32)).unsqueeze(0).to(device)
         clean = torch.from_numpy(np.asarray(p.clean, np.float32)).unsqueeze(0).to(device)
@@ -199,9 +203,7 @@ def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dic
         pesqs.append(pesq_score(est_np, p.clean, cfg.stft.sample_rate, "wb"))
         sdrs.append(si_sdr(est_np, p.clean))
         if gates:
-            t = gates[0].shape[-1]
-            kept += float(1.0 - pruning_ratio(gates)) * t
-            frames += t
+            phi.add(gates)
     model.train()
 
     def mean(xs):
@@ -209,7 +211,7 @@ def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dic
         return float(np.mean(xs)) if xs else float("nan")
 
     return {"valid_loss": mean(losses), "valid_pesq_wb": mean(pesqs), "valid_si_sdr": mean(sdrs),
-            "valid_phi": 1.0 - kept / frames if frames else 0.0}
+            "valid_phi": phi.value}
 
 
 class _EMA:
@@ -240,9 +242,7 @@ def _score_key(valid: dict[str, float]) -> tuple[float, float]:
 
 # -- files ---------------------------------------------------------------------------------------
 def _write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text(path, text)
 
 
 def _read_log(path: Path) -> list[dict[str, str]]:
@@ -292,7 +292,10 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
     state = None
     if state_path.is_file():
         state = load_state(state_path)
-        diff = _config_diff(state.get("config", {}), cfg.to_dict())
+        # how many threads the machine gives a run is no part of the recipe: a run started on
+        # one core may continue on two
+        diff = [k for k in _config_diff(state.get("config", {}), cfg.to_dict())
+                if k not in MACHINE_KEYS]
         finished = int(state["epoch"]) >= cfg.train.epochs
         if diff and not (resume and diff == ["train.epochs"]):
             raise ConfigError(f"{run_dir}: holds a run with a different config (differs at "

@@ -5,6 +5,7 @@ Keep this small; module-specific helpers live in their test file.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,14 @@ from dyncp.config import Config, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "configs"
+
+
+def missing_tool(reason: str, allowed_in_ci: bool = False) -> None:
+    """Skip a test whose outside tool (Chromium, a peer) is not installed, except in CI: .ci/run
+    sets DYNCP_CI=1 after `make test` has installed every tool, so there it is a failure."""
+    if os.environ.get("DYNCP_CI") and not allowed_in_ci:
+        pytest.fail(f"{reason} (CI installs it: make test)")
+    pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

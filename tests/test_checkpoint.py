@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -151,6 +152,21 @@ def test_garbage_file(tmp_path):
         load_model(p)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_random_bytes_are_called_corrupt_not_pickle(tmp_path, seed):
+    """Random bytes trip torch's weights-only unpickler ("Unsupported operand"): that is a
+    corrupt file, not one that needs pickle, and torch's advice to turn off weights_only is
+    never passed on."""
+    p = tmp_path / "noise.pt"
+    rng = np.random.default_rng(seed)
+    p.write_bytes((b"\x80\x02" if seed % 2 else b"") + rng.bytes(4096))
+    with pytest.raises(CheckpointError) as e:
+        load_model(p)
+    msg = str(e.value)
+    assert msg.startswith(f"{p}: not a readable checkpoint") and "corrupt" in msg, msg
+    assert "pickle" not in msg and "weights_only" not in msg.lower() and "\n" not in msg, msg
+
+
 @pytest.mark.parametrize("how", ["top_level", "inside_dict", "legacy_pickle", "zip_plain_class"])
 def test_files_that_need_pickle_are_refused_without_running_code(tiny_model, tmp_path, how):
     marker = tmp_path / "marker.txt"
@@ -171,6 +187,7 @@ def test_files_that_need_pickle_are_refused_without_running_code(tiny_model, tmp
     assert "evil.pt" in msg and "\n" not in msg
     assert "needs pickle" in msg and "nothing was executed" in msg
     assert "\x1b" not in msg and "weights_only" not in msg   # no advice on how to bypass
+    assert "safe_globals" not in msg and "trusted source" not in msg
     if how == "zip_plain_class":
         assert "references test_checkpoint.Plain" in msg
     elif how != "legacy_pickle":

@@ -81,3 +81,53 @@ def test_missing_config_and_checkpoint(tmp_path, capsys):
     assert "none.toml" in capsys.readouterr().err
     assert main(["info", "-c", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
+
+
+def _parsers():
+    """{command (or "data build"): its argparse parser}."""
+    import argparse
+
+    from dyncp.cli import build_parser
+
+    out = {}
+
+    def walk(p, prefix):
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for name, sub in a.choices.items():
+                    out[f"{prefix}{name}"] = sub
+                    walk(sub, f"{prefix}{name} ")
+    walk(build_parser(), "")
+    return out
+
+
+def test_every_command_that_reads_a_config_takes_set(tmp_path, capsys):
+    """README: `--set a.b=v` overrides; an unknown key or bad value is an error naming it. That
+    holds on every command that builds a config (--config) or reads data through a
+    checkpoint's config (--data: data.* keys); with a checkpoint's config `info` refuses --set
+    rather than ignoring it."""
+    parsers = _parsers()
+    options = {n: {o for a in p._actions for o in a.option_strings} for n, p in parsers.items()}
+    reads = [n for n, o in options.items() if "--config" in o or ("--data" in o and "-c" in o)]
+    assert {"info", "train", "data build", "evaluate", "report"} <= set(reads)
+    assert all("--set" in options[n] for n in reads + ["demo"]), reads
+    ckpt = save_model(ConvFSENet(load_config(CONFIGS / "tiny.toml")), tmp_path / "t.pt")
+    tiny = str(CONFIGS / "tiny.toml")
+    cases = {"info": ["info", "--config", tiny],
+             "info -c": ["info", "-c", str(ckpt)],
+             "train": ["train", "--config", tiny, "--run-dir", str(tmp_path / "run")],
+             "data build": ["data", "build", "--config", tiny, "--out", str(tmp_path / "d")],
+             "demo": ["demo", "--out", str(tmp_path / "demo"), "--static-config", tiny,
+                      "--dyncp-config", tiny],
+             "evaluate": ["evaluate", "-c", str(ckpt), "--data", "builtin"],
+             "report": ["report", "-c", str(ckpt), "--data", "builtin", "-o",
+                        str(tmp_path / "rep")]}
+    for name, args in cases.items():
+        key = "data.no_such_key" if name in ("evaluate", "report") else "model.no_such_key"
+        if name == "info -c":
+            key = "model.hidden"
+        assert main(args + ["--set", f"{key}=3"]) == 2, name
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"dyncp {name.split()[0]}") and "error:" in err, (name, err)
+        assert key in err and "\n" not in err, (name, err)
+    assert not any((tmp_path / d).exists() for d in ("run", "d", "demo", "rep"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,3 +185,74 @@ def test_cli_evaluate_json_and_bad_inputs(tmp_path, capsys):
         err = capsys.readouterr().err.strip()
         assert err.startswith("dyncp evaluate: error:") and "\n" not in err, err
         assert not bad_out.exists()
+
+
+# -- issue 15 --------------------------------------------------------------------------------------
+def test_validation_and_evaluation_share_the_frame_weighted_phi():
+    """Φ over a set is frame-weighted, and training's validation reports the very number that
+    evaluation does (dyncp.macs.PhiMeter), not a mean over files."""
+    from conftest import randomize_model
+    from dyncp.macs import PhiMeter
+    from dyncp.train import validate
+
+    model = randomize_model(_model(), gate_bias=-0.3)
+    p = _pairs(2)
+    hush = 1e-4 * np.random.default_rng(0).standard_normal(8000).astype(np.float32)
+    pairs = [_Pair("hush.wav", hush, p[0].clean[:8000]), _Pair("long.wav", p[1].noisy, p[1].clean)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                   # short: STOI may be left out
+        res = evaluate(model, pairs, progress=False)
+        valid = validate(model, pairs, model.cfg, torch.device("cpu"))
+    per_file = [f["pruning_ratio"] for f in res["files"]]
+    assert abs(per_file[0] - per_file[1]) > 0.005         # the two weightings differ here
+    meter = PhiMeter(model.cfg.model.n_blocks, model.cfg.model.hidden)
+    model.eval()                                          # validate() leaves it training
+    for p in pairs:
+        with torch.inference_mode():
+            _, gates = model(_mag(model, p.noisy))
+        meter.add(gates)
+    assert res["mean"]["pruning_ratio"] == pytest.approx(meter.value, abs=1e-12)
+    assert abs(meter.value - float(np.mean(per_file))) > 1e-3
+    assert valid["valid_phi"] == pytest.approx(res["mean"]["pruning_ratio"], abs=1e-12)
+
+
+def _mag(model, wav: np.ndarray) -> torch.Tensor:
+    from dyncp.dsp import stft
+    return stft(torch.from_numpy(np.asarray(wav, np.float32)).unsqueeze(0), model.cfg.stft).abs()
+
+
+def test_pairs_too_short_for_a_metric_are_scored_without_it_and_named(tmp_path, capsys):
+    ckpt = save_model(_model(), tmp_path / "m.pt")
+    ok = _pairs(1)[0]
+    tiny = _Pair("tiny.wav", ok.noisy[:100], ok.clean[:100])   # pystoi raised AxisError here
+    data = _write_pairs(tmp_path / "pairs", [ok, tiny])
+    out = tmp_path / "eval.json"
+    assert main(["evaluate", "-c", str(ckpt), "--data", str(data), "--json", str(out),
+                 "--no-progress"]) == 0
+    warn = [ln for ln in capsys.readouterr().err.splitlines() if "warning" in ln]
+    for metric in ("PESQ-WB", "STOI", "eSTOI"):
+        assert any(ln.startswith("dyncp evaluate: warning: tiny (enhanced): " + metric)
+                   for ln in warn), (metric, warn)
+    assert all(": tiny (" in ln for ln in warn)           # every warning names its file
+    res = json.loads(out.read_text())
+    row = {f["name"]: f for f in res["files"]}
+    assert row["tiny"]["stoi"] is None and row["tiny"]["pesq_wb"] is None
+    assert res["mean"]["stoi"] == pytest.approx(row[ok.name.removesuffix(".wav")]["stoi"])
+
+
+def test_set_reads_the_data_of_a_trained_model(tmp_path, capsys):
+    """--set on evaluate (and report): data.* overrides of the checkpoint's config, e.g. skip
+    a bad pair instead of stopping; a model key is refused, naming it."""
+    ckpt = save_model(_model(), tmp_path / "m.pt")
+    data = _write_pairs(tmp_path / "pairs", _pairs(2))
+    (data / "clean" / "p1.wav").unlink()
+    base = ["evaluate", "-c", str(ckpt), "--data", str(data), "--no-progress"]
+    assert main(base) == 2
+    capsys.readouterr()
+    out = tmp_path / "e.json"
+    assert main(base + ["--set", "data.skip_bad=true", "--json", str(out)]) == 0
+    assert json.loads(out.read_text())["mean"]["n_files"] == 1
+    capsys.readouterr()
+    assert main(base + ["--set", "model.hidden=8"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("dyncp evaluate: error: --set model.hidden=8") and "\n" not in err

@@ -94,3 +94,61 @@ def test_export_cli(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "verified with onnxruntime over 128 frames" in out and "gate mismatches 0" in out
     assert (tmp_path / "m.onnx").stat().st_size > 10_000
+
+
+def test_a_score_of_exactly_zero_is_off_in_torch_numba_and_onnx(tmp_path):
+    """The Heaviside at 0: ``score > 0`` is on, so a score of exactly 0 is off, the same in the
+    PyTorch gate (forward and step), the numba runtime (sparse and dense) and the ONNX graph
+    (issue 15). Channels 0-9 of every block get score exactly 0 at every frame (zero weights and
+    bias), 10-19 a small positive constant, the rest vary."""
+    from dyncp.runtime import SparseRuntime
+
+    model = tiny("gate.min_active=0")
+    zero, pos = slice(0, 10), slice(10, 20)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.gate.score2.weight[zero] = 0.0
+            blk.gate.score2.bias[zero] = 0.0
+            blk.gate.score2.weight[pos] = 0.0
+            blk.gate.score2.bias[pos] = 1e-30           # the smallest on
+    frames = 40
+    x = (torch.rand(1, model.cfg.stft.n_freq, frames, generator=torch.Generator().manual_seed(1))
+         ** 2 * 3)
+    with torch.inference_mode():
+        _, g_fwd = model(x)
+        scores = [blk.gate.scores(torch.zeros(1, model.cfg.model.residual, 3)) for blk in
+                  model.blocks]
+    assert all(bool((s[0, zero] == 0).all()) for s in scores)      # exactly 0, not -0 or 1e-38
+    ref = torch.stack(g_fwd)[:, 0].to(torch.uint8).numpy()            # [n_blocks, H, T]
+    assert (ref[:, zero] == 0).all() and (ref[:, pos] == 1).all()
+    assert 0 < ref[:, 20:].mean() < 1                                 # the rest is mixed
+
+    paths = {}
+    state = model.initial_state(1)
+    steps = []
+    for t in range(frames):
+        with torch.inference_mode():
+            _, g, state = model.step(x[:, :, t], state)
+        steps.append(torch.stack(g)[:, 0].to(torch.uint8).numpy())
+    paths["torch step"] = np.stack(steps, -1)
+    for mode in ("sparse", "dense"):
+        rt = SparseRuntime(model, mode)
+        rt.reset()
+        paths[f"numba {mode}"] = np.stack([rt.step(x[0, :, t].numpy().copy())[1]
+                                           for t in range(frames)], -1)
+    r = ex.export_onnx(model, tmp_path / "m.onnx", frames=100)
+    assert r["gate_mismatches"] == 0
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    names = [n for n in ex.state_names(model) if n is not None]
+    o_state = {n: s.numpy() for n, s in zip(ex.state_names(model), model.initial_state(1))
+               if n is not None}
+    outs, onnx_gates = [o.name for o in sess.get_outputs()], []
+    for t in range(frames):
+        res = dict(zip(outs, sess.run(None, {"mag_t": x[:, :, t].numpy(), **o_state})))
+        onnx_gates.append(res["gates"][:, 0].astype(np.uint8))
+        o_state = {n: res[f"{n}_out"] for n in names}
+    paths["onnx"] = np.stack(onnx_gates, -1)
+    for name, g in paths.items():
+        assert g.shape == ref.shape, name
+        assert (g[:, zero] == 0).all(), f"{name}: a score of exactly 0 switched a channel on"
+        assert np.array_equal(g, ref), name

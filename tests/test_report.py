@@ -19,6 +19,7 @@ from dyncp.data import Pair
 from dyncp.evaluate import evaluate
 from dyncp.report import (RESULT_COLUMNS, _fmt, build_report, channel_state_figure,
                           results_rows, tradeoff_figure)
+from conftest import missing_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -171,8 +172,9 @@ def test_results_rows_macs_saved_against_static():
     assert rows[2]["macs_saved_fraction"] == pytest.approx(0.6)
 
 
-@pytest.mark.skipif(shutil.which("chromium") is None, reason="Chromium not installed")
 def test_report_renders_in_headless_chromium(report, tmp_path):
+    if shutil.which("chromium") is None:
+        missing_tool("Chromium not installed")
     _, path, _, _ = report
     common = ["chromium", "--headless", "--no-sandbox", "--disable-gpu",
               "--disable-background-networking", "--disable-component-update", "--disable-sync",

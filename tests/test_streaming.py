@@ -200,3 +200,25 @@ def test_stream_cli(tmp_path, tiny, signal):
     assert out.is_file()
     non_causal = save_model(model_for("tiny", "model.causal=false"), tmp_path / "nc.pt")
     assert main(["stream", "-c", str(non_causal), str(wav), "-o", str(out)]) == 2
+
+
+@pytest.mark.parametrize("engine", ["torch", "dense", "sparse"])
+def test_streamer_leaves_the_callers_model_as_it_was(signal, engine, tmp_path):
+    """The Streamer runs eval-mode semantics (BatchNorm running statistics, no gate noise) without
+    switching the caller's model: a model in training mode stays there, one in eval mode too, a
+    model with one submodule in training mode keeps that mix (issue 15)."""
+    from dyncp.audio import save_audio
+
+    model = model_for("tiny").train()
+    s = Streamer(model, engine)
+    out = run_chunks(s, signal, 160, None)
+    assert model.training and all(m.training for m in model.modules())
+    wav = save_audio(tmp_path / "in.wav", signal)
+    assert stream_file(model, wav, engine=engine)["max_abs_diff_offline"] < 1e-5
+    assert model.training and all(m.training for m in model.modules())
+    model.eval()
+    model.blocks[0].bn1.train()
+    Streamer(model, engine).process(signal[:1000])
+    assert [m.training for m in model.modules()].count(True) == 1 and model.blocks[0].bn1.training
+    ref, _ = offline(model_for("tiny"), signal)            # a fresh copy in eval mode
+    assert np.abs(out - ref).max() < 1e-5

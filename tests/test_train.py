@@ -264,3 +264,86 @@ def test_cli_train_bad_inputs(tmp_path, pairs_dir, capsys):
         assert code == 2, (extra, err)
         assert err.startswith("dyncp train: error:") and "\n" not in err, err
         assert not (run / "best.pt").exists() and not (run / "state.pt").exists()
+
+
+# -- issue 15 ------------------------------------------------------------------------------------
+class _Indices(torch.utils.data.Dataset):
+    def __init__(self, n: int) -> None:
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return torch.tensor(i)
+
+
+def _order(cfg, world: int, rank: int, epoch: int, steps: int) -> list[int]:
+    from types import SimpleNamespace
+
+    d = SimpleNamespace(world=world, rank=rank, device=torch.device("cpu"))
+    return [int(i) for b in T._epoch_batches(_Indices(40), cfg, d, epoch, steps) for i in b]
+
+
+@pytest.mark.parametrize("world", [1, 2])
+def test_epoch_order_changes_with_the_epoch(world):
+    """Each epoch (and each extra pass within one) sees the data in a new order, a function of
+    (seed, epoch, rank) only; under DDP the ranks split every epoch without overlap."""
+    cfg = load_config(TINY, ["train.batch_size=4", "train.num_workers=0"])
+    per_rank = 40 // world // 4                        # batches in one pass over a rank's share
+    orders = {(e, r): _order(cfg, world, r, e, per_rank) for e in range(3) for r in range(world)}
+    for r in range(world):
+        assert orders[(0, r)] != orders[(1, r)] != orders[(2, r)] != orders[(0, r)]
+        assert orders[(1, r)] == _order(cfg, world, r, 1, per_rank)       # deterministic
+        assert len(set(orders[(0, r)])) == len(orders[(0, r)])             # no repeat in a pass
+    for e in range(3):
+        seen = [i for r in range(world) for i in orders[(e, r)]]
+        assert sorted(seen) == list(range(40))         # the ranks share the set, no overlap
+    # more steps than one pass: the second pass is shuffled afresh
+    two = _order(cfg, world, 0, 0, 2 * per_rank)
+    assert two[: 4 * per_rank] == orders[(0, 0)] and two[4 * per_rank:] != orders[(0, 0)]
+    assert _order(load_config(TINY, ["train.batch_size=4", "train.num_workers=0",
+                                     "train.seed=7"]), world, 0, 0, per_rank) != orders[(0, 0)]
+
+
+@pytest.mark.slow
+def test_sigkill_after_an_epoch_then_resume_equals_uninterrupted(tmp_path, pairs_dir):
+    """`dyncp train` on configs/tiny.toml killed with SIGKILL as soon as the first epoch's
+    state.pt is on disk, then `--resume`d, ends bit for bit where an uninterrupted run does."""
+    import signal
+    import time
+
+    sets = [a for s in [f"data.train=pairs:{pairs_dir}", "train.epochs=3",
+                        "train.steps_per_epoch=4", "data.valid_files=2", "train.batch_size=4",
+                        "train.threads=1", "gate.surrogate=stochastic"] for a in ("--set", s)]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+
+    def cmd(run: Path, *extra: str) -> list[str]:
+        return [sys.executable, "-m", "dyncp", "train", "--config", str(TINY), *sets,
+                "--run-dir", str(run), "--no-progress", *extra]
+
+    def finish(run: Path, *extra: str) -> None:
+        p = subprocess.run(cmd(run, *extra), capture_output=True, text=True, timeout=300,
+                           env=env, cwd=ROOT)
+        assert p.returncode == 0, p.stderr[-3000:]
+
+    finish(tmp_path / "a")
+    run = tmp_path / "b"
+    proc = subprocess.Popen(cmd(run), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            env=env, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not (run / "state.pt").exists() and proc.poll() is None:
+        assert time.monotonic() < deadline, "no state.pt after 300 s"
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    err = proc.communicate(timeout=60)[1].decode(errors="replace")
+    assert proc.returncode == -signal.SIGKILL, f"finished before the kill: {err[-2000:]}"
+    assert T.load_state(run / "state.pt")["epoch"] < 3           # killed mid-run
+    finish(run, "--resume")
+    a, b = _weights(tmp_path / "a" / "last.pt"), _weights(run / "last.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    la = list(csv.DictReader((tmp_path / "a" / "log.csv").open()))
+    lb = list(csv.DictReader((run / "log.csv").open()))
+    keys = ("epoch", "step", "train_loss", "train_phi", "valid_loss", "valid_phi")
+    assert [[r[k] for k in keys] for r in la] == [[r[k] for k in keys] for r in lb]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".")]   # no temporary files

@@ -114,7 +114,9 @@ def export_pairs(spec: str, cfg: Config, out_dir: Path | str,
     """Write every split of ``spec`` as ``out_dir/<split>/{noisy,clean}/*.wav`` + manifest.csv
     (the built-in corpus is built straight into ``out_dir``). Returns ``out_dir``."""
     import csv
+    import io
 
+    from ..atomic import write_text
     from ..audio import save_audio
 
     kind, _ = parse_spec(spec)
@@ -129,8 +131,9 @@ def export_pairs(spec: str, cfg: Config, out_dir: Path | str,
             for d, x in (("noisy", p.noisy), ("clean", p.clean)):
                 save_audio(out_dir / split / d / f"{p.name}.wav", x, sr)
             rows.append({"name": p.name, "seconds": round(len(p.clean) / sr, 3)})
-        with open(out_dir / split / "manifest.csv", "w", newline="", encoding="utf-8") as f:
-            w = csv.DictWriter(f, fieldnames=["name", "seconds"])
-            w.writeheader()
-            w.writerows(rows)
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=["name", "seconds"], lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        write_text(out_dir / split / "manifest.csv", buf.getvalue())
     return out_dir

@@ -19,7 +19,6 @@ file, or with ``cfg.data.skip_bad`` is skipped with a warning and counted in ``.
 from __future__ import annotations
 
 import hashlib
-import os
 import warnings
 import zlib
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from ..atomic import atomic_path
 from ..audio import load_audio, resample
 from ..config import Config
 from ..errors import AudioError, DataError
@@ -164,9 +164,8 @@ def _convert(src: Path, dst: Path, sr: int) -> None:
         wav = load_audio(src, sr)
     except AudioError as e:
         raise DataError(str(e)) from None
-    tmp = dst.with_name(f".{dst.stem}.{os.getpid()}.tmp.wav")
-    sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16")
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sr, subtype="PCM_16")
 
 
 def voicebank_entries(root: Path, split: str, cfg: Config, skips: Skips,

@@ -1,0 +1,84 @@
+"""Learning curves of training runs: development-set PESQ-WB (the ``monitor_*`` columns that
+``dyncp train`` logs when ``data.monitor`` is set) against hours of audio seen.
+
+    python benchmarks/learning_curve.py ~/dyncp-runs/static ~/dyncp-runs/dyncp75 \\
+        --json benchmarks/results/learning_curve.json --plot docs/figures/learning_curve.png
+
+Prints one table per run and writes the curves as JSON (and a plot): the record behind the
+learning-curve figure of docs/training.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+from pathlib import Path
+
+from dyncp.atomic import atomic_path, write_json
+
+
+def read_curve(run_dir: Path) -> list[dict[str, float]]:
+    """Rows of ``run_dir/log.csv`` that carry a development score."""
+    log = Path(run_dir).expanduser() / "log.csv"
+    if not log.is_file():
+        raise SystemExit(f"{log}: no training log")
+    out = []
+    with log.open(newline="", encoding="utf-8") as f:
+        for r in csv.DictReader(f):
+            if not r.get("monitor_pesq_wb"):
+                continue
+            row = {"epoch": int(r["epoch"]), "step": int(r["step"]),
+                   "audio_hours": float(r["audio_hours"]),
+                   "lr": float(r["lr"]), "valid_pesq_wb": float(r["valid_pesq_wb"]),
+                   "dev_pesq_wb": float(r["monitor_pesq_wb"]),
+                   "dev_si_sdr": float(r["monitor_si_sdr"]), "dev_phi": float(r["monitor_phi"])}
+            if r.get("monitor_raw_pesq_wb"):
+                row["dev_raw_pesq_wb"] = float(r["monitor_raw_pesq_wb"])
+            out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="+", help="run folders (NAME=DIR to name one)")
+    ap.add_argument("--json", help="write the curves here")
+    ap.add_argument("--plot", help="write a PNG here")
+    args = ap.parse_args(argv)
+    curves = {}
+    for item in args.runs:
+        name, _, d = item.rpartition("=")
+        curves[name or Path(d).name] = {"run_dir": d, "rows": read_curve(Path(d))}
+    for name, c in curves.items():
+        print(f"\n{name} ({c['run_dir']})")
+        print(f"{'epoch':>6} {'step':>7} {'hours':>8} {'lr':>9} {'valid':>7} {'dev':>7} "
+              f"{'dev raw':>8} {'dev Φ':>6}")
+        for r in c["rows"]:
+            print(f"{r['epoch']:>6} {r['step']:>7} {r['audio_hours']:>8.1f} {r['lr']:>9.2e} "
+                  f"{r['valid_pesq_wb']:>7.3f} {r['dev_pesq_wb']:>7.3f} "
+                  f"{r.get('dev_raw_pesq_wb', float('nan')):>8.3f} {r['dev_phi']:>6.3f}")
+    if args.json:
+        write_json(args.json, {"command": " ".join(sys.argv), "curves": curves})
+        print(f"\nwrote {args.json}")
+    if args.plot:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6.4, 3.8))
+        for name, c in curves.items():
+            xs = [r["audio_hours"] for r in c["rows"]]
+            ax.plot(xs, [r["dev_pesq_wb"] for r in c["rows"]], marker=".", label=name)
+        ax.set_xlabel("hours of audio seen")
+        ax.set_ylabel("realdev PESQ-WB")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        with atomic_path(args.plot) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        print(f"wrote {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

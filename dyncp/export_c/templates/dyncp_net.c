@@ -1,0 +1,183 @@
+/* dyncp: the mask estimator, one frame (Conv-FSENet with DynCP gates).
+ *
+ *   mag -> front-end PW + ReLU -> h -> blocks -> back-end PW + sigmoid -> mask
+ *   block i: gate(h) -> active channels; for each active channel c only:
+ *            u = BN1(PReLU(PW1_c . h)); v = BN2(PReLU(depthwise taps over u's ring)); h += v PW2_c
+ *
+ * Per frame, each block evaluates its gate first (moving average of the projected input over the
+ * last L frames, PW-ReLU-PW, Heaviside, optional floor), lists the active channels, and then
+ * reads and computes only those: one channel's weights are contiguous (PW1 row, PW2 column,
+ * depthwise taps, constants), so a pruned channel costs neither compute nor memory traffic.
+ * A pruned channel writes 0 into the depthwise ring, as in training (dense x mask).
+ *
+ * DYNCP_DENSE (compile with -DDYNCP_DENSE=1): no gates evaluated, every channel computed; the
+ * cost of the static network with the same widths, for comparison.
+ */
+#include "dyncp_internal.h"
+
+#include <math.h>
+
+#ifndef DYNCP_DENSE
+#define DYNCP_DENSE 0
+#endif
+
+#define B DYNCP_RES
+#define BP DYNCP_RES_PAD
+#define H DYNCP_HID
+#define K DYNCP_KERNEL
+
+/* x >= 0 ? x : a x, written as max(x, 0) + a min(x, 0) so that compilers emit selects, not a
+ * branch that speech makes unpredictable (the same value; a NaN still propagates) */
+static float prelu(float x, float a)
+{
+    float pos = x > 0.0f ? x : 0.0f, neg = x > 0.0f ? 0.0f : x;
+    return pos + a * neg;
+}
+
+/* exp(x) in float arithmetic only, within 4 ulp (0 below -87, saturated above 88): x = k ln2 + r,
+ * |r| <= ln2/2, a degree-6 polynomial for exp(r), 2^k from the exponent bits. Our own rather than
+ * libm's so that every target (glibc, newlib, ...) gives the same bits, and because some libm
+ * expf compute in double, which a Cortex-M4 emulates in software. */
+static float exp_f(float x)
+{
+    union { float f; uint32_t u; } s;
+    float k, r, p;
+    int ki;
+    if (x < -87.0f) return 0.0f;
+    if (x > 88.0f) x = 88.0f;
+    k = x * 1.44269504f;                        /* log2(e) */
+    ki = (int)(k >= 0.0f ? k + 0.5f : k - 0.5f);
+    k = (float)ki;
+    r = (x - k * 0.693359375f) + k * 2.12194440e-4f;   /* ln2 = 0.693359375 - 2.12194440e-4 */
+    p = 1.0f + r * (1.0f + r * (0.5f + r * (1.66666672e-1f + r * (4.16666679e-2f
+        + r * (8.33333377e-3f + r * 1.38888892e-3f)))));
+    s.u = (uint32_t)(ki + 127) << 23;
+    return p * s.f;
+}
+
+#if DYNCP_COMPRESS_ON
+/* (max(x, 0) + 1e-12)^c = exp(c ln x), ln x = e ln2 + 2 atanh((m-1)/(m+1)), m in [0.707, 1.414) */
+static float compress(float x)
+{
+    union { float f; uint32_t u; } v;
+    float m, t, t2, ln;
+    int e;
+    v.f = (x > 0.0f ? x : 0.0f) + 1e-12f;
+    e = (int)((v.u >> 23) & 0xffu) - 127;
+    v.u = (v.u & 0x007fffffu) | 0x3f800000u;    /* mantissa in [1, 2) */
+    m = v.f;
+    if (m > 1.41421356f) { m *= 0.5f; e++; }
+    t = (m - 1.0f) / (m + 1.0f);
+    t2 = t * t;
+    ln = 2.0f * t * (1.0f + t2 * (0.333333343f + t2 * (0.2f + t2 * (0.142857149f
+         + t2 * 0.111111112f))));
+    ln = (float)e * 0.693359375f + ((float)e * -2.12194440e-4f + ln);
+    return exp_f(DYNCP_COMPRESS * ln);
+}
+#endif
+
+/* 1 / (1 + exp(-x)), from exp(-|x|) so that nothing overflows */
+static float sigmoid(float x)
+{
+    float t = exp_f(x >= 0.0f ? -x : x);
+    return x >= 0.0f ? 1.0f / (1.0f + t) : t / (1.0f + t);
+}
+
+void dyncp__net_reset(struct dyncp_state *st) { (void)st; }
+
+/* ---- the @VARIANT@ kernels: front, gate_project, gate_scores, block, back ---- */
+@KERNELS@
+
+#if DYNCP_MIN_ACTIVE > 0
+/* k-th largest of x [n] (k >= 1), x reordered (quickselect) */
+static float kth_largest(float *x, int n, int k)
+{
+    int lo = 0, hi = n - 1, want = k - 1;
+    while (lo < hi) {
+        float p = x[(lo + hi) >> 1];
+        int i = lo, j = hi;
+        while (i <= j) {
+            while (x[i] > p) i++;
+            while (x[j] < p) j--;
+            if (i <= j) { float t = x[i]; x[i] = x[j]; x[j] = t; i++; j--; }
+        }
+        if (want <= j) hi = j;
+        else if (want >= i) lo = i;
+        else break;
+    }
+    return x[want];
+}
+#endif
+
+/* Gate of block i: pooled projection -> scores -> Heaviside (+ floor) -> st->active.
+ * Returns the number of active channels. */
+static int select_channels(struct dyncp_state *st, int i, float sh)
+{
+    uint8_t *bits = st->gates[i];
+    int c, n = 0;
+#if DYNCP_GATED && !DYNCP_DENSE
+    float *slot = st->pool[i][st->pool_pos], *p = st->z;
+    int j, r;
+    gate_project(st, i, sh, slot);
+    for (r = 0; r < DYNCP_RED_PAD; r++) p[r] = 0.0f;
+    for (j = 1; j <= DYNCP_POOL; j++) {         /* oldest frame first, as dyncp.gates */
+        const float *z = st->pool[i][(st->pool_pos + j) % DYNCP_POOL];
+        for (r = 0; r < DYNCP_RED; r++) p[r] += z[r];
+    }
+    for (r = 0; r < DYNCP_RED; r++) {
+        float v = p[r] * (1.0f / DYNCP_POOL) + dyncp_gb1[i * DYNCP_RED + r];
+        p[r] = v > 0.0f ? v : 0.0f;
+    }
+    gate_scores(st, i, p);
+    for (c = 0; c < (H + 7) / 8; c++) bits[c] = 0;
+    for (c = 0; c < H; c++) {                   /* Heaviside; a NaN score prunes */
+        int on = st->scores[c] > 0.0f;
+        bits[c >> 3] |= (uint8_t)(on << (c & 7));
+        st->active[n] = (uint16_t)c;
+        n += on;
+    }
+#if DYNCP_MIN_ACTIVE > 0
+    if (n < DYNCP_MIN_ACTIVE) {                 /* floor: the top scores are forced on */
+        float kth;
+        for (c = 0; c < H; c++) st->sel[c] = st->scores[c];
+        kth = kth_largest(st->sel, H, DYNCP_MIN_ACTIVE);
+        n = 0;
+        for (c = 0; c < H; c++) {
+            int on = ((bits[c >> 3] >> (c & 7)) & 1) || st->scores[c] >= kth;
+            bits[c >> 3] |= (uint8_t)(on << (c & 7));
+            st->active[n] = (uint16_t)c;
+            n += on;
+        }
+    }
+#endif
+#else
+    (void)sh;
+    for (c = 0; c < (H + 7) / 8; c++) bits[c] = 0xff;
+    for (c = 0; c < H; c++) st->active[n++] = (uint16_t)c;
+#endif
+    return n;
+}
+
+void dyncp__net(struct dyncp_state *st, const float *mag, float *mask)
+{
+    int i, j, total = 0;
+    front(st, mag);
+    for (i = 0; i < DYNCP_N_BLOCKS; i++) {
+        int len = dyncp_ring_len[i], d = dyncp_dilation[i], pos = (int)st->ring_pos[i];
+        int slot[K], n_on;
+        float sh = 0.0f;
+#if DYNCP_INT8
+        sh = quantize(st->h, st->xq, BP);
+#endif
+        for (j = 0; j < K; j++)                 /* ring slot of tap j: frame t - (K-1-j) d */
+            slot[j] = ((pos - (K - 1 - j) * d) % len + len) % len;
+        n_on = select_channels(st, i, sh);
+        block(st, i, n_on, sh, st->ring + dyncp_ring_off[i], slot, pos);
+        st->ring_pos[i] = (uint32_t)((pos + 1) % len);
+        total += n_on;
+    }
+    back(st, mask);
+    st->pool_pos = (st->pool_pos + 1) % DYNCP_POOL;
+    st->n_active = (uint32_t)total;
+    if (st->frames < 0xffffffffu) st->frames++;
+}

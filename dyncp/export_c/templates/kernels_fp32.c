@@ -1,0 +1,138 @@
+/* dyncp: the fp32 kernels of the mask estimator, pasted into dyncp_net.c at export. */
+/* ---- fp32 ---------------------------------------------------------------------------------- */
+/* acc += a * b, rounded after the multiply and after the add (no fused multiply-add), so that
+ * every IEEE target gets the same bits. On Cortex-M, VMLA is exactly that, in one instruction
+ * (compilers emit it only when allowed to contract, which would also fuse elsewhere). */
+#if defined(__ARM_FP) && defined(__GNUC__) && !defined(DYNCP_NO_SIMD)
+#define MAC(acc, a, b) __asm__("vmla.f32 %0, %1, %2" : "+t"(acc) : "t"(a), "t"(b))
+#else
+#define MAC(acc, a, b) ((acc) = (acc) + (a) * (b))
+#endif
+
+/* Sixteen partial sums in a fixed order: a compiler may vectorise them (up to 16 lanes) without
+ * -ffast-math and the result stays the same. n is a multiple of 16. */
+static float dot(const float *restrict a, const float *restrict x, int n)
+{
+    float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f, s4 = 0.0f, s5 = 0.0f, s6 = 0.0f, s7 = 0.0f;
+    float s8 = 0.0f, s9 = 0.0f, s10 = 0.0f, s11 = 0.0f, s12 = 0.0f, s13 = 0.0f, s14 = 0.0f;
+    float s15 = 0.0f;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        MAC(s0, a[i], x[i]); MAC(s1, a[i + 1], x[i + 1]); MAC(s2, a[i + 2], x[i + 2]);
+        MAC(s3, a[i + 3], x[i + 3]); MAC(s4, a[i + 4], x[i + 4]); MAC(s5, a[i + 5], x[i + 5]);
+        MAC(s6, a[i + 6], x[i + 6]); MAC(s7, a[i + 7], x[i + 7]); MAC(s8, a[i + 8], x[i + 8]);
+        MAC(s9, a[i + 9], x[i + 9]); MAC(s10, a[i + 10], x[i + 10]);
+        MAC(s11, a[i + 11], x[i + 11]); MAC(s12, a[i + 12], x[i + 12]);
+        MAC(s13, a[i + 13], x[i + 13]); MAC(s14, a[i + 14], x[i + 14]);
+        MAC(s15, a[i + 15], x[i + 15]);
+    }
+    s0 += s8; s1 += s9; s2 += s10; s3 += s11; s4 += s12; s5 += s13; s6 += s14; s7 += s15;
+    s0 += s4; s1 += s5; s2 += s6; s3 += s7;
+    return (s0 + s2) + (s1 + s3);
+}
+
+/* y[i] = (((y[i] + w0[i] a0) + w1[i] a1) + w2[i] a2) + w3[i] a3: four columns at once, the same
+ * additions in the same order as four single passes (so vectorising changes nothing) */
+static void axpy4(float *restrict y, const float *const *w, const float *a, int n)
+{
+    const float *restrict w0 = w[0], *restrict w1 = w[1], *restrict w2 = w[2];
+    const float *restrict w3 = w[3];
+    float a0 = a[0], a1 = a[1], a2 = a[2], a3 = a[3];
+    int i;
+    for (i = 0; i < n; i++) {
+        float t = y[i];
+        MAC(t, w0[i], a0); MAC(t, w1[i], a1); MAC(t, w2[i], a2); MAC(t, w3[i], a3);
+        y[i] = t;
+    }
+}
+
+static void axpy(float *restrict y, const float *restrict w, float a, int n)
+{
+    int i;
+    for (i = 0; i < n; i++) MAC(y[i], w[i], a);
+}
+
+static void front(struct dyncp_state *st, const float *mag)
+{
+    float *x = st->mag;                          /* compressed in place (mag is scratch) */
+    int b, f;
+    for (f = 0; f < DYNCP_N_FREQ; f++) {
+        float v = mag[f];
+#if DYNCP_COMPRESS_ON
+        v = compress(v);
+#endif
+        x[f] = v;
+    }
+    for (; f < DYNCP_FREQ_PAD; f++) x[f] = 0.0f;
+    for (b = 0; b < B; b++) {
+        float v = dot(dyncp_front_w + b * DYNCP_FREQ_PAD, x, DYNCP_FREQ_PAD) + dyncp_front_b[b];
+        st->h[b] = v > 0.0f ? v : 0.0f;
+    }
+    for (; b < BP; b++) st->h[b] = 0.0f;
+}
+
+#if DYNCP_GATED && !DYNCP_DENSE
+static void gate_project(struct dyncp_state *st, int i, float sh, float *z)
+{
+    int r;
+    (void)sh;
+    for (r = 0; r < DYNCP_RED; r++) z[r] = dot(dyncp_gw1 + (i * DYNCP_RED + r) * BP, st->h, BP);
+}
+
+static void gate_scores(struct dyncp_state *st, int i, const float *p)
+{
+    const float *w = dyncp_gw2t + i * DYNCP_RED * H;
+    const float *w4[4];
+    float *s = st->scores;
+    int c, r;
+    for (c = 0; c < H; c++) s[c] = dyncp_gb2[i * H + c];
+    for (r = 0; r + 4 <= DYNCP_RED; r += 4) {
+        w4[0] = w + r * H; w4[1] = w4[0] + H; w4[2] = w4[1] + H; w4[3] = w4[2] + H;
+        axpy4(s, w4, p + r, H);
+    }
+#if DYNCP_RED % 4
+    for (; r < DYNCP_RED; r++) axpy(s, w + r * H, p[r], H);
+#endif
+}
+#endif
+
+static void block(struct dyncp_state *st, int i, int n_on, float sh,
+                  dyncp_act (*ring)[H], const int *slot, int pos)
+{
+    float *h = st->h, *h2 = st->h2;
+    const float *b2 = dyncp_pw2_b + i * B;
+    const float *w4[4];
+    float v4[4];
+    dyncp_act *now = ring[pos];
+    int a, b, c, j, g = 0;
+    (void)sh;
+    for (b = 0; b < B; b++) h2[b] = h[b] + b2[b];
+    for (c = 0; c < H; c++) now[c] = 0.0f;
+    for (a = 0; a < n_on; a++) {
+        const float *row, *cf;
+        float u, z;
+        c = st->active[a];
+        row = dyncp_chan + (i * H + c) * DYNCP_CHAN_STRIDE;
+        cf = row + BP + B + K;                 /* b1 a1 s1 c1 bd a2 s2 c2 */
+        u = dot(row, h, BP) + cf[0];
+        u = prelu(u, cf[1]) * cf[2] + cf[3];
+        now[c] = u;
+        z = cf[4];
+        for (j = 0; j < K; j++) z += row[BP + B + j] * ring[slot[j]][c];
+        w4[g] = row + BP;
+        v4[g++] = prelu(z, cf[5]) * cf[6] + cf[7];
+        if (g == 4) {
+            axpy4(h2, w4, v4, B);
+            g = 0;
+        }
+    }
+    for (j = 0; j < g; j++) axpy(h2, w4[j], v4[j], B);
+    for (b = 0; b < B; b++) h[b] = h2[b];
+}
+
+static void back(struct dyncp_state *st, float *mask)
+{
+    int f;
+    for (f = 0; f < DYNCP_N_FREQ; f++)
+        mask[f] = sigmoid(dot(dyncp_back_w + f * BP, st->h, BP) + dyncp_back_b[f]);
+}
