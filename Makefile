@@ -103,3 +103,18 @@ STUDY_ROWS  ?=
 study: install
 	$(PY) benchmarks/study.py --config configs/real_static.toml --runs $(STUDY_RUNS) \
 	    --steps $(STUDY_STEPS) --dev $(REALDEV) --no-progress $(if $(STUDY_ROWS),--rows $(STUDY_ROWS))
+
+# DynCP on an emulated microcontroller (issue 14, benchmarks/mcu.py): the C export
+# (`dyncp export --format c`) cross-compiled for a Cortex-M4F (and a Cortex-M7) and run on qemu's
+# MPS2 boards; instructions per hop dense vs sparse, fp32 vs int8, flash and RAM, qemu == host.
+# Installs Debian's cross compiler, newlib and qemu first when they are missing (apt-get needs
+# root or password-less sudo). Writes benchmarks/results/mcu.json.
+MCU_PACKAGES := gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm
+.PHONY: mcu mcu-tools
+mcu-tools:
+	@dpkg -s $(MCU_PACKAGES) >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then sudo=; else sudo="sudo -n"; fi; \
+	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
+	      --no-install-recommends $(MCU_PACKAGES) >/dev/null; }
+mcu: install mcu-tools
+	$(PY) benchmarks/mcu.py --m7 --json benchmarks/results/mcu.json

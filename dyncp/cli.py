@@ -73,7 +73,21 @@ def _info_run(args: argparse.Namespace) -> int:
     return 0
 
 
-# -- shipped models (issue 11) ------------------------------------------------------------------
+# -- shipped models (issue 11) and the run-time budget (issue 13) --------------------------------
+def _add_budget(p: argparse.ArgumentParser) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--phi", type=float, default=None, help="budget models: the pruning ratio to "
+                   "run (0 = every channel; otherwise within the model's range, e.g. 0.1-0.85)")
+    g.add_argument("--budget", type=float, default=None, metavar="MMAC_PER_S",
+                   help="budget models: the compute budget in MMAC/s (the lowest Φ that fits)")
+
+
+def _budget_phi(model, args: argparse.Namespace):
+    from .budget import phi_for
+    return phi_for(model.cfg, args.phi, args.budget)
+
+
+
 def _default_model() -> str:
     from .zoo import DEFAULT_MODEL
     return DEFAULT_MODEL
@@ -233,6 +247,7 @@ def _evaluate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--limit", type=int, default=0, help="evaluate at most N files (0: all)")
     p.add_argument("--json", metavar="OUT", help="write the full result (per file and mean)")
     p.add_argument("--dnsmos", action="store_true", help="also DNSMOS (needs speechmos)")
+    _add_budget(p)
     _add_data_set(p)
     p.add_argument("--no-progress", action="store_true")
 
@@ -246,7 +261,7 @@ def _evaluate_run(args: argparse.Namespace) -> int:
         raise DyncpError(f"--json {args.json}: is a folder, give a file name")
     result = evaluate_checkpoint(args.checkpoint, args.data, split=args.split, limit=args.limit,
                                  dnsmos=args.dnsmos, progress=not args.no_progress,
-                                 overrides=args.overrides)
+                                 overrides=args.overrides, phi=args.phi, mmac=args.budget)
     if args.dnsmos and "dnsmos_ovrl" not in result["mean"]:
         print("note: DNSMOS skipped (install speechmos, librosa and onnxruntime)", file=sys.stderr)
     print(format_table(result))
@@ -269,6 +284,7 @@ def _enhance_args(p: argparse.ArgumentParser) -> None:
     level.add_argument("--clip", dest="on_clip", action="store_const", const="clip",
                        help="output beyond ±1: keep the level and clip those samples")
     p.set_defaults(on_clip="normalize")
+    _add_budget(p)
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -278,7 +294,8 @@ def _enhance_run(args: argparse.Namespace) -> int:
 
     model, _ = load_model(args.checkpoint)
     written = enhance_files(model, args.inputs, args.out, progress=not args.no_progress,
-                            overwrite=args.overwrite, on_clip=args.on_clip)
+                            overwrite=args.overwrite, on_clip=args.on_clip,
+                            phi=_budget_phi(model, args))
     print(f"wrote {len(written)} file(s) to {args.out}")
     return 0
 

@@ -94,6 +94,13 @@ class GateConfig:
     min_active: int = 0      # floor: at least this many channels per block and frame stay on
     init_bias: float = 0.5   # gates start open: last layer bias (SPEC §3a)
     init_scale: float = 0.01  # ... and its weights scaled down
+    # Run-time budget (issue 13, docs/budget.md): one model, Φ chosen at run time in
+    # [budget_min, budget_max] (or 0: gates bypassed, the static cost). Each gated channel's
+    # threshold moves with the requested Φ by a learned slope; training samples Φ per item.
+    budget: bool = False
+    budget_min: float = 0.1
+    budget_max: float = 0.85
+    budget_static: float = 0.1   # share of training items run at Φ = 0 (every channel on)
 
     def validate(self, p: str = "gate") -> None:
         _check(self.pool >= 1, f"{p}.pool", "must be >= 1")
@@ -103,6 +110,10 @@ class GateConfig:
         _check(self.beta > 0, f"{p}.beta", "must be positive")
         _check(self.noise >= 0, f"{p}.noise", "must be >= 0")
         _check(self.min_active >= 0, f"{p}.min_active", "must be >= 0")
+        _check(0 < self.budget_min <= self.budget_max < 1, f"{p}.budget_min",
+               "need 0 < gate.budget_min <= gate.budget_max < 1")
+        _check(0 <= self.budget_static < 1, f"{p}.budget_static", "must be in [0, 1)")
+        _check(not self.budget or self.enabled, f"{p}.budget", "needs gate.enabled = true")
 
 
 @dataclass(frozen=True)

@@ -20,15 +20,17 @@ from .errors import AudioError, DataError, DyncpWarning, OutputError
 from .model import ConvFSENet
 
 
-def enhance_tensor(model: ConvFSENet, wav: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def enhance_tensor(model: ConvFSENet, wav: torch.Tensor, phi=None
+                   ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """[B, N] at the model's rate -> (enhanced [B, N], gates: list of binary [B, H, T]).
 
     The mask multiplies the noisy complex spectrum; the noisy phase is kept (SPEC §1).
-    ``model`` may be wrapped in ``DistributedDataParallel`` (training).
+    ``model`` may be wrapped in ``DistributedDataParallel`` (training). ``phi``: the requested
+    pruning ratio of a budget model (a number or one per item; see ``ConvFSENet.forward``).
     """
     cfg = getattr(model, "module", model).cfg.stft
     spec = stft(wav, cfg)
-    mask, gates = model(spec.abs())
+    mask, gates = model(spec.abs()) if phi is None else model(spec.abs(), phi=phi)
     return istft(mask * spec, cfg, length=wav.shape[-1]), gates
 
 
@@ -59,14 +61,15 @@ def as_float_samples(wav, name: str = "input") -> np.ndarray:
 
 
 def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = None,
-            return_gates: bool = False):
+            return_gates: bool = False, phi: float | None = None):
     """Enhance one signal.
 
     ``wav``: [N] or [C, N] with at most 8 channels (averaged to mono), numpy array or tensor,
     float in [-1, 1] or integer PCM (scaled: int16 / 32768, see :func:`as_float_samples`).
     soundfile's [N, C] layout is refused, not guessed: pass ``wav.T``. ``sr``: its sample rate
     (default: the model's). Returns a numpy float32 array [N] at ``sr``, and with
-    ``return_gates`` also the gates as numpy uint8 arrays [n_blocks, H, T]. Raises AudioError.
+    ``return_gates`` also the gates as numpy uint8 arrays [n_blocks, H, T]. ``phi``: the
+    requested Φ of a budget model (see dyncp.budget.phi_for). Raises AudioError.
     """
     model_sr = model.cfg.stft.sample_rate
     sr = model_sr if sr is None else int(sr)
@@ -89,7 +92,7 @@ def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = 
     x = resample(wav, sr, model_sr)
     model.eval()
     with torch.inference_mode():
-        y, gates = enhance_tensor(model, torch.from_numpy(x).unsqueeze(0))
+        y, gates = enhance_tensor(model, torch.from_numpy(x).unsqueeze(0), phi=phi)
     out = resample(y[0].numpy(), model_sr, sr)[: wav.shape[0]]
     if out.shape[0] < wav.shape[0]:
         out = np.pad(out, (0, wav.shape[0] - out.shape[0]))
@@ -188,7 +191,7 @@ def fit_to_pcm(wav: np.ndarray, name: str, on_clip: str = "normalize") -> np.nda
 
 def enhance_files(model: ConvFSENet, inputs: list[str | Path], out_dir: str | Path,
                   progress: bool = True, overwrite: bool = False,
-                  on_clip: str = "normalize") -> list[Path]:
+                  on_clip: str = "normalize", phi: float | None = None) -> list[Path]:
     """Enhance audio files and folders into ``out_dir``; return the written paths.
 
     Each file is enhanced at its own sample rate (resampled to the model's and back) and written
@@ -239,6 +242,6 @@ def enhance_files(model: ConvFSENet, inputs: list[str | Path], out_dir: str | Pa
         it = tqdm(it, desc="enhance", unit="file")
     written = []
     for (src, rel), sr in it:
-        y = fit_to_pcm(enhance(model, load_audio(src, sr), sr), str(src), on_clip)
+        y = fit_to_pcm(enhance(model, load_audio(src, sr), sr, phi=phi), str(src), on_clip)
         written.append(save_audio(out_dir / rel, y, sr, overwrite=overwrite))
     return written

@@ -29,3 +29,8 @@ class OutputError(DyncpError):
 class DyncpWarning(UserWarning):
     """Something the user must hear about but that does not stop the work: files a folder walk
     skipped, samples that would clip, a metric that could not be computed for a file."""
+
+
+class BudgetError(DyncpError, ValueError):
+    """A run-time budget is given to a model without one, or lies outside the feasible range
+    (the message states the range in Φ and in MMAC/s)."""

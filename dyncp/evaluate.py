@@ -118,16 +118,19 @@ def _score(name: str, what: str, est: np.ndarray, clean: np.ndarray, sr: int,
 
 
 def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, phi: float | None = None) -> dict[str, Any]:
     """Score ``model`` on ``pairs`` (each with ``name``, ``noisy`` [N], ``clean`` [N] float32 at
     the model's rate). Returns ``{"mean", "files", "noisy"}``; see the module docstring.
+    ``phi``: the requested Φ of a budget model (None: its nominal budget; 0: every channel, no
+    gate, the static cost).
     A metric that cannot be computed for a file (too short for PESQ or STOI, ...) is left out
     of that file's row and of the mean, with a DyncpWarning naming the file."""
     if not pairs:
         raise ValueError("evaluate: no pairs to score")
     cfg, sr = model.cfg, model.cfg.stft.sample_rate
     static = static_macs_per_frame(cfg)
-    stats = _GateStats(cfg.model.n_blocks, cfg.model.hidden) if model.gated else None
+    runs_gates = model.gated and not (phi is not None and float(phi) == 0.0)
+    stats = _GateStats(cfg.model.n_blocks, cfg.model.hidden) if runs_gates else None
     files, noisy_rows = [], []
     it = pairs
     if progress:
@@ -138,7 +141,7 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
         noisy = torch.from_numpy(np.asarray(p.noisy, np.float32))
         clean = torch.from_numpy(np.asarray(p.clean, np.float32))
         with torch.inference_mode():
-            est, gates = enhance_tensor(model, noisy.unsqueeze(0))
+            est, gates = enhance_tensor(model, noisy.unsqueeze(0), phi=phi)
         est_np = est[0].numpy()
         row = {"name": p.name, "seconds": noisy.shape[-1] / sr}
         row.update(_score(p.name, "enhanced", est_np, p.clean, sr, dnsmos))
@@ -163,6 +166,8 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
                           for f in files])
     fps = frames_per_second(cfg)
     mean["seconds"] = float(sum(f["seconds"] for f in files))    # total, not the mean
+    if getattr(model, "budgeted", False):
+        mean["phi_requested"] = cfg.loss.prune_target if phi is None else float(phi)
     mean.update({"gated": model.gated, "n_files": len(files),
                  "static_macs_per_frame": static,
                  "gate_macs_per_frame": gate_macs_per_frame(cfg),
@@ -187,18 +192,23 @@ def evaluate(model: ConvFSENet, pairs: list, dnsmos: bool = False,
 
 def evaluate_checkpoint(ckpt: str | Path, data_spec: str, split: str = "test", limit: int = 0,
                         dnsmos: bool = False, progress: bool = True,
-                        overrides: list[str] | None = None) -> dict[str, Any]:
+                        overrides: list[str] | None = None, phi: float | None = None,
+                        mmac: float | None = None) -> dict[str, Any]:
     """Load a model checkpoint, read ``data_spec`` (``builtin``, ``pairs:DIR``, a folder,
     ``voicebank:ROOT``, ``mix:SPEECH,NOISE``) at the model's rate and :func:`evaluate` it.
-    ``overrides``: ``data.KEY=VALUE`` items for reading the data (``data.skip_bad=true``)."""
+    ``overrides``: ``data.KEY=VALUE`` items for reading the data (``data.skip_bad=true``).
+    ``phi`` or ``mmac`` (MMAC/s): the run-time budget of a budget model (BudgetError for others
+    and for requests outside the model's range)."""
+    from .budget import phi_for
     from .checkpoint import load_model
     from .config import with_data_overrides
     from .data import eval_pairs
 
     model, meta = load_model(ckpt)
+    phi = phi_for(model.cfg, phi, mmac)
     pairs = eval_pairs(data_spec, with_data_overrides(model.cfg, overrides), split=split,
                        limit=limit)
-    out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress)
+    out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress, phi=phi)
     out["info"] = {"checkpoint": str(ckpt), "data": data_spec, "split": split,
                    "config": model.cfg.name, "epoch": meta.get("epoch")}
     return out

@@ -7,7 +7,12 @@ The graph is ``ConvFSENet.step``: one frame in, one frame out, the state passed 
              then per block i: pool_i_out, dw_i_out (feed them back as pool_i, dw_i)
 
 Zero-size state (a static model's pooling cache) is kept inside the graph, not exposed.
-Start a stream with all-zero state tensors. The ONNX graph computes every channel densely and
+Start a stream with all-zero state tensors.
+
+What a deployer needs around the graph is in the file's ``metadata_props``
+(:func:`metadata`): sample rate, n_fft, hop, window, padding, how the input is made and the
+output applied, the state names, shapes and initial values, the config. docs/deploy.md shows
+the frame loop in numpy + onnxruntime. The ONNX graph computes every channel densely and
 multiplies by the gate mask (the training semantics): it gives the same output as the sparse
 runtime, not its savings; ONNX has no per-frame data-dependent channel skipping.
 """
@@ -64,6 +69,50 @@ class StepGraph(nn.Module):
         if gates:
             return (mask, torch.stack(gates), *keep)
         return (mask, *keep)
+
+
+def metadata(model: ConvFSENet) -> dict[str, str]:
+    """The ONNX ``metadata_props``: everything around the graph a deployer would otherwise guess."""
+    import json
+
+    from . import __version__
+
+    cfg = model.cfg
+    st = cfg.stft
+    states = [{"name": n, "output": f"{n}_out", "shape": list(s.shape), "dtype": "float32",
+               "initial": "zeros"}
+              for n, s in zip(state_names(model), model.initial_state(1)) if n is not None]
+    meta = {
+        "producer": f"dyncp {__version__}", "model": cfg.name,
+        "sample_rate": str(st.sample_rate), "n_fft": str(st.n_fft), "hop": str(st.hop),
+        "n_freq": str(st.n_freq),
+        "window": f"hann, periodic, {st.n_fft} samples (torch.hann_window(n_fft, periodic=True))",
+        "padding": f"centered with zeros: {st.n_fft // 2} zeros before the first sample (and "
+                   f"after the last); frame t covers samples [t*hop - n_fft/2, t*hop + n_fft/2)",
+        "input": "mag_t [1, n_freq] float32 = |rfft(window * frame)| of one frame (any "
+                 "feature compression is inside the graph)",
+        "output": "mask_t [1, n_freq] in [0, 1]: enhanced spectrum = mask_t * rfft(window * "
+                  "frame) (noisy phase); synthesis: overlap-add window * irfft(spectrum, n_fft), "
+                  "divided by the overlap-added window^2 (torch.istft)",
+        "state": json.dumps(states),
+        "state_usage": "start with zeros; feed each state's *_out of frame t as its input at "
+                       "frame t+1",
+        "gates": (f"gates [{cfg.model.n_blocks}, 1, {cfg.model.hidden}] float 0/1, 1 = channel "
+                  f"computed (the graph computes all channels and applies the mask)"
+                  if model.gated else "none (static model)"),
+        "latency_samples": str(st.n_fft),
+        "feature_compress": str(cfg.model.feature_compress),
+        "config": json.dumps(cfg.to_dict()),
+    }
+    return meta
+
+
+def _add_metadata(path: str | Path, model: ConvFSENet) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    onnx.helper.set_model_props(proto, metadata(model))
+    onnx.save(proto, str(path))
 
 
 def verify(path: str | Path, model: ConvFSENet, frames: int = 128, seed: int = 0) -> dict:
@@ -125,6 +174,7 @@ def export_onnx(model: ConvFSENet, path: str | Path, frames: int = 128) -> dict:
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
             torch.onnx.export(graph, args, tmp, input_names=inputs, output_names=outputs,
                               opset_version=OPSET, dynamo=False)
+        _add_metadata(tmp, model)
         summary = verify(tmp, model, frames)
         os.replace(tmp, path)
     except BaseException:

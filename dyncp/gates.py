@@ -127,6 +127,7 @@ class _GateTrain(torch.autograd.Function):
         if min_active > 0:                                               # floor: top scores on
             mask.masked_fill_(floor_hits(s, min_active), 1.0)
         ctx.pool, ctx.causal, ctx.surrogate, ctx.beta = pool, causal, surrogate, beta
+        ctx.per_item_bias = b2.dim() == 2
         ctx.save_for_backward(h, w1, z, w2, s if surrogate != "ste" else None)
         return mask
 
@@ -138,7 +139,8 @@ class _GateTrain(torch.autograd.Function):
         # weight gradients as a batch of per-item products summed over the batch: contracting
         # batch and frames in one product (tensordot) copies the full-size gradient first
         gw2 = torch.bmm(gs, z.transpose(1, 2)).sum(0) if need[3] else None
-        gb2 = gs.sum((0, 2)) if need[4] else None
+        # b2 is [H], or [B, H] for a budget model (a threshold per item, see Gate.bias)
+        gb2 = (gs.sum(2) if ctx.per_item_bias else gs.sum((0, 2))) if need[4] else None
         gz = torch.bmm(w2.t().expand(batch, -1, -1), gs)                 # [B, R, T]
         gz = torch.ops.aten.threshold_backward(gz, z, 0.0)               # ReLU
         gb1 = gz.sum((0, 2)) if need[2] else None
@@ -226,8 +228,23 @@ class Gate(nn.Module):
         with torch.no_grad():
             self.score2.weight.mul_(cfg.init_scale)
             self.score2.bias.fill_(cfg.init_bias)
+        if cfg.budget:
+            # softplus(0.5413) = 1: every threshold starts moving by logit(Φ)
+            self.budget_slope = nn.Parameter(torch.full((out_ch,), 0.5413))
 
-    def scores(self, h: torch.Tensor) -> torch.Tensor:
+    def bias(self, phi: torch.Tensor | None = None) -> torch.Tensor:
+        """The last layer's bias: [out_ch], or for a budget model at budget ``phi`` [B] (the Φ
+        code, see ConvFSENet.budget_code) [B, out_ch] = b2 - softplus(slope) * logit(phi): a
+        larger Φ raises every channel's threshold, each by its own learned amount."""
+        b = self.score2.bias
+        if not self.cfg.budget:
+            return b
+        if phi is None:
+            raise ValueError("a budget gate needs phi (the requested pruning ratio)")
+        lp = torch.logit(phi.to(b.dtype).clamp(1e-3, 1 - 1e-3))
+        return b.unsqueeze(0) - F.softplus(self.budget_slope).unsqueeze(0) * lp.unsqueeze(1)
+
+    def scores(self, h: torch.Tensor, phi: torch.Tensor | None = None) -> torch.Tensor:
         """Raw scores [B, out_ch, T] (no noise, no step) of the block input h [B, in_ch, T].
 
         Computes PW(in->R)(P(h)) as P(W1 h) + b1: the average commutes with the linear layer
@@ -238,18 +255,18 @@ class Gate(nn.Module):
         """
         z = moving_average(_project(self.score1.weight.squeeze(-1), h), self.cfg.pool,
                            self.causal)
-        return self._head(z)
+        return self._head(z, phi)
 
-    def window_scores(self, hist: torch.Tensor) -> torch.Tensor:
+    def window_scores(self, hist: torch.Tensor, phi: torch.Tensor | None = None) -> torch.Tensor:
         """Streaming: scores [B, out_ch, 1] of the last frame from the last ``pool`` frames of the
         block input, hist [B, in_ch, pool] (zeros before the start). The same operations as
         :meth:`scores`, so a causal model gates frame by frame exactly as offline."""
         return self._head(pool_frames(_project(self.score1.weight.squeeze(-1), hist),
-                                       hist.shape[-1]))
+                                       hist.shape[-1]), phi)
 
-    def _head(self, z: torch.Tensor) -> torch.Tensor:
+    def _head(self, z: torch.Tensor, phi: torch.Tensor | None = None) -> torch.Tensor:
         """bias of the first layer, ReLU, second layer: [B, R, T] -> [B, out_ch, T]."""
-        return _pointwise(self.score2.weight.squeeze(-1), self.score2.bias,
+        return _pointwise(self.score2.weight.squeeze(-1), self.bias(phi),
                           F.relu(z + self.score1.bias.unsqueeze(-1)))
 
     def binarize(self, scores: torch.Tensor) -> torch.Tensor:
@@ -261,12 +278,13 @@ class Gate(nn.Module):
         mask = heaviside(s, cfg.surrogate, cfg.beta)
         return apply_floor(mask, s, cfg.min_active)
 
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
+    def forward(self, h: torch.Tensor, phi: torch.Tensor | None = None) -> torch.Tensor:
+        """Mask [B, out_ch, T] of the block input h; ``phi`` [B]: a budget gate's Φ code."""
         if not (torch.is_grad_enabled() and self.training):
-            return self.binarize(self.scores(h))
+            return self.binarize(self.scores(h, phi))
         # Training: the same computation as one autograd node with a written-out backward.
         cfg = self.cfg
         noise = cfg.noise if cfg.surrogate == "stochastic" else 0.0
         return _GateTrain.apply(h, self.score1.weight.squeeze(-1), self.score1.bias,
-                                self.score2.weight.squeeze(-1), self.score2.bias, cfg.pool,
+                                self.score2.weight.squeeze(-1), self.bias(phi), cfg.pool,
                                 self.causal, cfg.surrogate, cfg.beta, noise, cfg.min_active)

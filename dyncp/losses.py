@@ -79,16 +79,33 @@ def pruning_ratio(gates: list[torch.Tensor], per_block: bool = False,
     return phi if per_block else phi.mean()
 
 
-def usage_from_ratios(phi_per_block: torch.Tensor, target: float, mode: str = "global"
-                      ) -> torch.Tensor:
+def usage_from_ratios(phi_per_block: torch.Tensor, target: float | torch.Tensor,
+                      mode: str = "global", items: torch.Tensor | None = None) -> torch.Tensor:
     """L_DCP from per-block pruning ratios [n_blocks]: ``(mean Phi - target)^2`` (global; every
     block has the same H, so the mean of block ratios is the overall ratio) or the mean of
-    per-block squared errors (per_block)."""
+    per-block squared errors (per_block).
+
+    A budget model trains each item toward its own target: ratios [n_blocks, B], ``target`` [B],
+    and ``items`` [B] (bool) selects the items that count (those not run at Φ = 0); the loss is
+    the mean over those items."""
+    t = torch.as_tensor(target, dtype=phi_per_block.dtype, device=phi_per_block.device)
     if mode == "global":
-        return (phi_per_block.mean() - target).pow(2)
-    if mode == "per_block":
-        return (phi_per_block - target).pow(2).mean()
-    raise ValueError(f"unknown usage mode {mode!r} (global, per_block)")
+        err = (phi_per_block.mean(0) - t).pow(2)
+    elif mode == "per_block":
+        err = (phi_per_block - t).pow(2).mean(0)
+    else:
+        raise ValueError(f"unknown usage mode {mode!r} (global, per_block)")
+    if items is None:
+        return err.mean()
+    w = items.to(err.dtype)
+    return (err * w).sum() / w.sum().clamp_min(1.0)
+
+
+def pruning_ratio_per_item(gates: list[torch.Tensor]) -> torch.Tensor:
+    """Phi of each block and item: [n_blocks, B] (differentiable, like :func:`pruning_ratio`)."""
+    if not gates:
+        raise ValueError("pruning_ratio_per_item needs gate tensors (the model has no gates)")
+    return 1.0 - torch.stack([g.mean(dim=(1, 2)) for g in gates])
 
 
 def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
@@ -98,16 +115,26 @@ def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
 
 
 def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor], cfg: LossConfig,
-               stft_cfg: STFTConfig, target: float | None = None) -> dict[str, torch.Tensor]:
+               stft_cfg: STFTConfig, target: float | torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
     """L = L_SE (+ si_sdr_weight * -SI-SDR) + usage_weight * L_DCP. ``target`` overrides
-    ``cfg.prune_target`` (for the ramp). Returns the parts and ``loss``."""
+    ``cfg.prune_target`` (for the ramp); a [B] tensor gives each item its own target (budget
+    models; 0 = that item ran every channel). Returns the parts and ``loss``."""
     se = spectral_loss(est, clean, stft_cfg, cfg.compress, cfg.mix)
     out = {"se": se}
     loss = se
     if cfg.si_sdr_weight > 0:
         out["si_sdr"] = si_sdr_loss(est, clean)
         loss = loss + cfg.si_sdr_weight * out["si_sdr"]
-    if gates:
+    if gates and isinstance(target, torch.Tensor) and target.dim() == 1:
+        # a budget model: one target per item; items at Φ = 0 ran every channel and do not count
+        phi_bi = pruning_ratio_per_item(gates)                           # [n_blocks, B]
+        items = target > 0
+        out["usage"] = usage_from_ratios(phi_bi, target, cfg.usage_mode, items)
+        out["phi"] = (phi_bi.detach().mean(0)[items].mean() if bool(items.any())
+                      else phi_bi.new_zeros(()))
+        loss = loss + cfg.usage_weight * out["usage"]
+    elif gates:
         tgt = cfg.prune_target if target is None else target
         # One pass over the gate tensors serves both the loss and the logged Phi.
         phi_b = pruning_ratio(gates, per_block=True)

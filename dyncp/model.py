@@ -91,12 +91,19 @@ class GatedBlock(nn.Module):
         c = self.context
         return (c, 0) if self.causal else (c // 2, c - c // 2)
 
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None,
+                phi: torch.Tensor | None = None, bypass: torch.Tensor | None = None,
+                gated: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``mask`` [B, H, T] (0/1), when given, replaces the gate's decision (the gate is not
         run): the dynamism ablations of benchmarks/study.py run a model with masks chosen
-        elsewhere. It works on an ungated block too."""
-        g = mask if mask is not None else self.gate(h) if self.gate is not None else None
+        elsewhere. It works on an ungated block too. ``phi`` [B]: a budget gate's Φ code;
+        ``bypass`` [B] bool: items whose channels are all on (a budget of Φ = 0); ``gated=False``
+        runs no gate and every channel (Φ = 0 for the whole batch)."""
+        run_gate = self.gate is not None and gated
+        g = mask if mask is not None else None if not run_gate else (
+            self.gate(h) if phi is None else self.gate(h, phi))
+        if g is not None and bypass is not None:
+            g = g.masked_fill(bypass[:, None, None], 1.0)
         u = self.bn1(self.act1(self.pw1(h)))
         v = self.bn2(self.act2(self.dw(mask_pad(u, g, self._dw_padding()))))  # dw(pad(u * g))
         if g is not None:
@@ -111,16 +118,18 @@ class GatedBlock(nn.Module):
         return [torch.zeros(batch, residual, pool - 1, device=device, dtype=dtype),
                 torch.zeros(batch, hidden, self.context, device=device, dtype=dtype)]
 
-    def step(self, h_t: torch.Tensor, state: State) -> tuple[torch.Tensor, torch.Tensor | None, State]:
-        """One frame: h_t [B, B_res] -> (h_t [B, B_res], gates_t [B, H] | None, new state)."""
+    def step(self, h_t: torch.Tensor, state: State, phi: torch.Tensor | None = None,
+             gated: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+        """One frame: h_t [B, B_res] -> (h_t [B, B_res], gates_t [B, H] | None, new state).
+        ``phi``: a budget gate's Φ code [B]; ``gated=False`` runs every channel (Φ = 0)."""
         if not self.causal:
             raise RuntimeError("step() needs a causal block")
         pool_cache, dw_cache = state
         x = h_t.unsqueeze(-1)                                       # [B, B_res, 1]
         g = None
         hist = torch.cat([pool_cache, x], dim=-1)                   # [B, B_res, L]
-        if self.gate is not None:
-            g = self.gate.binarize(self.gate.window_scores(hist))   # same ops as offline
+        if self.gate is not None and gated:
+            g = self.gate.binarize(self.gate.window_scores(hist, phi))  # same ops as offline
         u = self.bn1(self.act1(self.pw1(x)))                        # [B, H, 1]
         if g is not None:
             u = u * g
@@ -149,6 +158,49 @@ class ConvFSENet(nn.Module):
                        Gate(m.residual, m.hidden, cfg.gate, m.causal) if cfg.gate.enabled else None)
             for d in m.block_dilations())
         self.back = nn.Conv1d(m.residual, n_freq, 1)
+        if cfg.gate.budget:
+            # requested Φ (row 0, increasing) -> the Φ code the gates read (row 1); identity
+            # until dyncp.budget.calibrate measures the trained model (docs/budget.md)
+            grid = torch.linspace(cfg.gate.budget_min, cfg.gate.budget_max, 16)
+            self.register_buffer("budget_table", torch.stack([grid, grid.clone()]))
+
+    @property
+    def budgeted(self) -> bool:
+        """True for a budget model: Φ is chosen at run time (``phi=`` on forward and step)."""
+        return self.cfg.gate.budget
+
+    def budget_code(self, phi: torch.Tensor) -> torch.Tensor:
+        """Requested Φ [B] -> the Φ code [B] the gates read: piecewise-linear in the calibration
+        table, clamped at its top, and linear towards (0, 0) below it (where only the training
+        ramp goes: a request must be 0 or inside [gate.budget_min, gate.budget_max])."""
+        x, y = self.budget_table[0], self.budget_table[1]
+        p = phi.to(x.dtype).clamp(max=float(x[-1]))
+        i = torch.searchsorted(x, p).clamp(1, x.numel() - 1)
+        x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+        inside = y0 + (y1 - y0) * (p - x0) / (x1 - x0).clamp_min(1e-12)
+        below = y[0] * p.clamp_min(0) / x[0]
+        return torch.where(p < x[0], below, inside)
+
+    def _budget(self, phi, batch: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None,
+                                                        bool]:
+        """(Φ code [B] | None, bypass [B] | None, any gate runs) for a requested ``phi``: a
+        float or a [B] tensor; None means the nominal budget (``loss.prune_target``)."""
+        if not self.budgeted:
+            if phi is not None:
+                raise ValueError("phi: this model has no run-time budget (gate.budget = false); "
+                                 "its pruning ratio is fixed by training")
+            return None, None, True
+        if phi is None:
+            phi = self.cfg.loss.prune_target
+        phi = torch.as_tensor(phi, dtype=torch.float32, device=device).reshape(-1)
+        if phi.numel() == 1:
+            phi = phi.expand(batch)
+        if phi.shape != (batch,):
+            raise ValueError(f"phi: expected a number or {batch} values, got {tuple(phi.shape)}")
+        bypass = phi <= 0
+        if bool(bypass.all()):
+            return None, None, False
+        return self.budget_code(phi), (bypass if bool(bypass.any()) else None), True
 
     @property
     def causal(self) -> bool:
@@ -162,11 +214,14 @@ class ConvFSENet(nn.Module):
         c = self.cfg.model.feature_compress
         return mag if c == 1.0 else (mag.clamp_min(0) + 1e-12).pow(c)
 
-    def forward(self, mag: torch.Tensor, masks: list[torch.Tensor] | None = None
+    def forward(self, mag: torch.Tensor, masks: list[torch.Tensor] | None = None,
+                phi: float | torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """``masks``: optional list of one binary [B, H, T] tensor per block that replaces the
         gates' decisions (forced masks; returned as the gates). Given the model's own gates it
-        reproduces the plain forward exactly."""
+        reproduces the plain forward exactly. ``phi`` (budget models only): the requested
+        pruning ratio, one number or one per item; 0 runs every channel and no gate (the static
+        cost; no gates are returned when every item asks for 0)."""
         if mag.dim() != 3 or mag.shape[1] != self.cfg.stft.n_freq:
             raise ValueError(f"ConvFSENet expects mag [B, {self.cfg.stft.n_freq}, T], "
                              f"got {tuple(mag.shape)}")
@@ -175,10 +230,11 @@ class ConvFSENet(nn.Module):
                 x.shape != (mag.shape[0], m.hidden, mag.shape[-1]) for x in masks)):
             raise ValueError(f"masks: expected {m.n_blocks} tensors [B, {m.hidden}, T] for mag "
                              f"{tuple(mag.shape)}, got {[tuple(x.shape) for x in masks]}")
+        code, bypass, gated = self._budget(phi, mag.shape[0], mag.device)
         h = F.relu(self.front(self._features(mag)))
         gates: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
-            h, g = block(h, None if masks is None else masks[i].to(h.dtype))
+            h, g = block(h, None if masks is None else masks[i].to(h.dtype), code, bypass, gated)
             if g is not None:
                 gates.append(g)
         return torch.sigmoid(self.back(h)), gates
@@ -188,17 +244,22 @@ class ConvFSENet(nn.Module):
         """Flat list of state tensors, two per block (see ``GatedBlock.initial_state``)."""
         return [t for b in self.blocks for t in b.initial_state(batch, device, dtype)]
 
-    def step(self, mag_t: torch.Tensor, state: State) -> tuple[torch.Tensor, list[torch.Tensor], State]:
+    def step(self, mag_t: torch.Tensor, state: State, phi: float | torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, list[torch.Tensor], State]:
         """One frame: mag_t [B, F] -> (mask_t [B, F], gates_t list of [B, H], new state).
 
-        Equals ``forward`` frame by frame for a causal model in eval mode.
+        Equals ``forward`` frame by frame for a causal model in eval mode. ``phi`` as in
+        ``forward`` (budget models; it may change from one frame to the next).
         """
         if not self.causal:
             raise RuntimeError("step() needs a causal model (model.causal = true)")
+        code, bypass, gated = self._budget(phi, mag_t.shape[0], mag_t.device)
+        if bypass is not None:
+            raise ValueError("step: phi = 0 for some items only; step each budget separately")
         h = F.relu(self.front(self._features(mag_t).unsqueeze(-1))).squeeze(-1)
         gates, new_state = [], []
         for i, block in enumerate(self.blocks):
-            h, g, s = block.step(h, state[2 * i: 2 * i + 2])
+            h, g, s = block.step(h, state[2 * i: 2 * i + 2], code, gated)
             new_state.extend(s)
             if g is not None:
                 gates.append(g)

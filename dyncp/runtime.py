@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .kernels import HEADER, I_ACTIVE, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE, WEIGHTS, frame
+from .kernel import HEADER, I_ACTIVE, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE, WEIGHTS, frame
 from .model import ConvFSENet, require_causal
 
 MODES = ("sparse", "dense")
@@ -76,10 +76,10 @@ class RuntimeState:
     ``dw`` [n_blocks, D, H]: ring of the last D frames of hidden activations u, one column per
     channel, D = (k-1)*max(dilation)+1 (a pruned channel writes 0: time-major, so that zeroing
     one frame's slot is one contiguous write); ``t`` [1] int64: frames processed; ``mask`` [F]
-    and ``gates`` [n_blocks, H] uint8: the last frame's outputs; ``thresh`` [n_blocks] float32:
-    the gates' thresholds (a channel is kept where its score > thresh, 0 for the trained model;
-    room for a run-time budget); ``n_open`` / ``n_computed``: gated channels open and channels
-    computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers behind them.
+    and ``gates`` [n_blocks, H] uint8: the last frame's outputs; ``thresh`` [n_blocks, H] float32:
+    the gates' thresholds, per stream (a channel is kept where its score > thresh; 0 is the
+    trained model; room for a run-time budget); ``n_open`` / ``n_computed``: gated channels open
+    and channels computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers behind them.
     """
 
     def __init__(self, f: _Packed, i: np.ndarray, gates: np.ndarray) -> None:
@@ -148,7 +148,7 @@ class SparseRuntime:
             "pool": (self.n_blocks, self.pool_len, self.residual),
             "dw": (self.n_blocks, self.ring, self.hidden), "mask": (self.n_freq,),
             "scratch": (SCRATCH_ROWS, max(self.residual, self.hidden, self.reduction)),
-            "thresh": (self.n_blocks,)}
+            "thresh": (self.n_blocks, self.hidden)}
         header = {"n_freq": self.n_freq, "residual": self.residual, "hidden": self.hidden,
                   "kernel": self.kernel, "reduction": self.reduction, "n_blocks": self.n_blocks,
                   "pool": self.pool_len, "ring": self.ring, "gated": int(self.gated),

@@ -14,7 +14,7 @@ the network's state, either ``model.initial_state(1)`` (torch engine) or a
 :class:`~dyncp.runtime.RuntimeState` (dense and sparse engines). The network is the same model:
 the torch engine calls ``model.step``; the numba engines run :mod:`dyncp.runtime` built from the
 same weights, and for them one compiled call per ``feed`` does everything
-(:func:`dyncp.kernels.feed_frames`: STFT, network, iSTFT, for every frame that becomes ready):
+(:func:`feed_frames`: STFT, network, iSTFT, for every frame that becomes ready):
 no Python per frame, no temporaries, the kernel's own count of open gates, gates copied out
 only when ``record_gates``.
 
@@ -26,18 +26,22 @@ copy in eval mode. Either way the weights are taken when the Streamer is built.
 from __future__ import annotations
 
 import copy
+import hashlib
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
+from numba import njit
 
+from . import kernel, stream_dsp
+from .kernel import I_OPEN, frame, state_views
 from .errors import AudioError, DyncpError
-from .kernels import (FRAMES, HELD, OPEN, analyse, feed_frames, nonfinite, push, synthesise,
-                      tail)
 from .model import ConvFSENet, require_causal
-from .runtime import MODES, RuntimeState, SparseRuntime
-from .stream_dsp import StftState, stft_state, stft_tables
+from .runtime import MODES, SparseRuntime
+from .stream_dsp import (FRAMES, HELD, OPEN, StftState, analyse, nonfinite, push, stft_state,
+                         stft_tables, synthesise, tail)
 
 ENGINES = ("torch",) + MODES
 _NO_LIMIT = np.iinfo(np.int64).max
@@ -77,6 +81,52 @@ def eval_copy(model: ConvFSENet) -> ConvFSENet:
     if not any(m.training for m in model.modules()):
         return model
     return copy.deepcopy(model).eval()
+
+
+# -- the compiled loop ---------------------------------------------------------------------------
+def _compile_feed(stamp: str):
+    """:func:`feed_frames`, with ``stamp`` (a hash of the source files of the compiled code it
+    calls) in its numba cache key. numba's disk cache checks only the file a function is defined
+    in: a cached function calling kernels from other files would keep their old machine code after
+    those files change (numba's documented caveat; seen here). numba hashes a closure's cell
+    contents into the cache key, so a changed kernel.py or stream_dsp.py recompiles this loop."""
+
+    @njit(cache=True, nogil=True)
+    def feed_frames(x, count, limit, record, tf, ti, af, ac, mag, wf, wi, sf, si, gates):
+        """Push ``x`` into one stream and run every frame that becomes ready: :func:`analyse`, the
+        network (:func:`frame`), :func:`synthesise`. ``count``: ``x`` is input (False: the end
+        padding of ``flush``); ``limit``: the most samples the stream emits in all; ``record``: copy
+        each frame's gates out. Returns (the samples now final [M] float32, the gates
+        [frames, n_blocks, H] uint8 (no frames unless ``record``), frames run); the frame count is
+        -n when n samples of ``x`` are NaN or Inf, and then nothing was done."""
+        stamp  # noqa: B018 (in the cache key: see _compile_feed)
+        n, hop = ti[0], ti[1]
+        bad = nonfinite(x)
+        total = ac[HELD] + x.shape[0]
+        ready = (total - n) // hop + 1 if total >= n and not bad else 0
+        out = np.empty(ready * hop, np.float32)
+        glog = np.empty((ready if record else 0, gates.shape[0], gates.shape[1]), np.uint8)
+        if bad:
+            return out, glog, -bad
+        mask = state_views(sf, wi)[2]
+        i, o, frames = 0, 0, 0
+        while True:
+            i = push(x, i, af, ac, n, count)
+            if ac[HELD] < n:
+                return out[:o], glog, frames
+            analyse(af, ac, tf, ti, mag)
+            frame(mag, wf, wi, sf, si, gates)
+            ac[OPEN] += si[I_OPEN]
+            if record:
+                glog[frames] = gates
+            o = synthesise(mask, af, ac, tf, ti, out, o, limit)
+            frames += 1
+
+    return feed_frames
+
+
+feed_frames = _compile_feed(hashlib.sha256(b"".join(
+    Path(m.__file__).read_bytes() for m in (kernel, stream_dsp))).hexdigest())
 
 
 class Streamer:

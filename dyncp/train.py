@@ -42,6 +42,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler
 
 from .atomic import write_text
+from .budget import sample_budgets
 from .checkpoint import load_dict, load_model, save_atomic, save_model
 from .config import Config
 from .enhance import enhance_tensor
@@ -386,8 +387,15 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         for noisy, clean in _epoch_batches(dataset, cfg, d, epoch, steps_per_epoch):
             noisy, clean = noisy.to(d.device), clean.to(d.device)
             target = phi_target(cfg, step, total_steps)
-            est, gates = enhance_tensor(net, noisy)
-            parts = total_loss(est, clean, gates, cfg.loss, cfg.stft, target=target)
+            budgets = None
+            if cfg.gate.budget:   # one Φ per item, scaled by the ramp (dyncp/budget.py)
+                budgets = sample_budgets(cfg.gate, noisy.shape[0], seed=cfg.train.seed,
+                                         step=step, rank=d.rank,
+                                         ramp=target / max(cfg.loss.prune_target, 1e-9))
+                budgets = budgets.to(noisy.device)
+            est, gates = enhance_tensor(net, noisy, phi=budgets)
+            parts = total_loss(est, clean, gates, cfg.loss, cfg.stft,
+                               target=budgets if budgets is not None else target)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if cfg.train.grad_clip > 0:

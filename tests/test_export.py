@@ -152,3 +152,37 @@ def test_a_score_of_exactly_zero_is_off_in_torch_numba_and_onnx(tmp_path):
         assert g.shape == ref.shape, name
         assert (g[:, zero] == 0).all(), f"{name}: a score of exactly 0 switched a channel on"
         assert np.array_equal(g, ref), name
+
+
+def test_onnx_metadata_says_what_a_deployer_needs(tmp_path):
+    """Issue 14: sample rate, STFT, window, padding and the state are in the file's metadata, and
+    docs/deploy.md's numpy + onnxruntime frame loop built on them equals the Streamer."""
+    import json
+    import re
+    from pathlib import Path
+
+    from dyncp.streaming import Streamer
+
+    model = tiny()
+    ex.export_onnx(model, tmp_path / "m.onnx", frames=100)
+    sess = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    meta = sess.get_modelmeta().custom_metadata_map
+    st = model.cfg.stft
+    assert (meta["sample_rate"], meta["n_fft"], meta["hop"]) == (
+        str(st.sample_rate), str(st.n_fft), str(st.hop))
+    assert "hann" in meta["window"] and "periodic" in meta["window"]
+    assert "zeros" in meta["padding"]
+    states = json.loads(meta["state"])
+    shapes = {i.name: i.shape for i in sess.get_inputs()}
+    assert [s["name"] for s in states] == [n for n in ex.state_names(model) if n is not None]
+    assert all(shapes[s["name"]] == s["shape"] for s in states)
+    assert json.loads(meta["config"])["name"] == model.cfg.name
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "deploy.md").read_text()
+    code = re.findall(r"^```python\n(.*?)^```", doc, flags=re.S | re.M)[0]
+    scope: dict = {}
+    exec(code, scope)
+    noisy = (0.1 * np.random.default_rng(0).standard_normal(5000)).astype(np.float32)
+    out = scope["enhance_onnx"](tmp_path / "m.onnx", noisy)
+    ref = Streamer(model).process(noisy)
+    assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5

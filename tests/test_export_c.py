@@ -172,7 +172,7 @@ def test_int8_tiny_close_to_fp32(build):
     out, gates = lib8.run(wav)
     ref, ref_gates = stream(model, wav)
     snr = 10 * np.log10(np.sum(ref ** 2) / np.sum((out - ref) ** 2))
-    assert snr > 30 and (gates != ref_gates).mean() < 0.02, (snr, (gates != ref_gates).mean())
+    assert snr > 45 and (gates != ref_gates).mean() < 0.01, (snr, (gates != ref_gates).mean())
 
 
 def test_export_refuses_what_it_cannot_do(tmp_path):
@@ -250,7 +250,7 @@ def test_paper_int8_gates_and_output(build, realdev_case):
     out, g = build("paper", model).run(wav)
     flips = (g8 != g).mean()
     snr = 10 * np.log10(np.sum(out.astype(np.float64) ** 2) / np.sum((out8 - out) ** 2))
-    assert flips < 0.05 and snr > 25, (flips, snr)
+    assert flips < 0.03 and snr > 33, (flips, snr)      # measured: 1.3 %, 41.5 dB
 
 
 def test_int8_pesq_within_005_of_fp32_shipped(build):

@@ -1,6 +1,9 @@
-"""The sparse runtime (issue 6): sparse == dense == PyTorch, only active channels computed."""
+"""The sparse runtime (issues 6, 15): sparse == dense == PyTorch, pruned weights never read, one
+runtime shared by streams in several threads."""
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 import pytest
@@ -136,3 +139,110 @@ def test_weight_layout_is_per_channel():
     s2 = (blk.bn2.weight / torch.sqrt(blk.bn2.running_var + blk.bn2.eps))[c].item()
     np.testing.assert_allclose(row[B + k:2 * B + k],
                                blk.pw2.weight[:, c, 0].detach().numpy() * s2, rtol=1e-6)
+
+
+# -- the central claim: pruned weights are never read (issue 15) -----------------------------------
+def poisoned(rt, x, ref_gates):
+    """Run ``rt`` over frames ``x`` [T, F], each frame with the weight rows (PW1 row, taps, PW2
+    column, constants) of the channels the reference gates prune at that frame set to NaN;
+    restored after the frame. Returns the masks [F, T]."""
+    rt.reset()
+    clean, masks = rt.chan.copy(), []
+    for t, f in enumerate(x):
+        off = ref_gates[:, :, t] == 0                          # [n_blocks, H]
+        rt.chan[off] = np.nan
+        masks.append(rt.step(f)[0])
+        rt.chan[off] = clean[off]
+    return np.stack(masks, -1)
+
+
+@pytest.mark.parametrize("name,overrides", [("tiny", []), ("paper", []),
+                                            ("tiny", ["gate.min_active=24"])])
+def test_sparse_never_reads_pruned_weights(name, overrides):
+    """Frame by frame, NaN in every weight of every channel the gate prunes at that frame: the
+    sparse runtime's output stays finite and equal to the reference. A NaN read or computed
+    anywhere would spread (NaN * 0 is NaN); the dense runtime, which computes every channel and
+    multiplies by the mask, is the control that shows the poison bites."""
+    torch.manual_seed(0)
+    model = randomize(ConvFSENet(load_config(f"configs/{name}.toml", overrides)))
+    x = mags(model.cfg.stft.n_freq, 50 if name == "tiny" else 30)
+    ref_mask, ref_gates = torch_reference(model, x)
+    assert 0.15 < ref_gates.mean() < 0.85
+    out = poisoned(SparseRuntime(model, "sparse"), x, ref_gates)
+    assert np.isfinite(out).all()
+    assert np.abs(out - ref_mask).max() < 1e-4
+    assert not np.isfinite(poisoned(SparseRuntime(model, "dense"), x, ref_gates)).all()
+
+
+# -- many streams, one runtime (issue 15) ----------------------------------------------------------
+def test_states_own_every_buffer_a_frame_writes():
+    torch.manual_seed(0)
+    rt = SparseRuntime(randomize(ConvFSENet(load_config("configs/tiny.toml"))))
+    a, b = rt.initial_state(), rt.initial_state()
+    for arr in (a.f, a.i, a.gates):
+        assert not any(np.shares_memory(arr, other) for other in (b.f, b.i, b.gates, rt.wf))
+    f = mags(rt.n_freq, 1)[0]
+    wf, wi = rt.wf.copy(), rt.wi.copy()
+    mask, gates, _ = rt.step_into(f, a)
+    assert np.shares_memory(mask, a.f) and np.shares_memory(gates, a.gates)
+    assert np.array_equal(rt.wf, wf) and np.array_equal(rt.wi, wi)   # weights are read-only
+    assert not b.f.any() and not b.i.any() and not b.gates.any()     # b untouched by a's frame
+
+
+def test_threads_over_one_runtime_equal_sequential():
+    """N streams in N threads over one shared runtime give exactly what they give one after
+    another (the kernel releases the GIL, so the frames really overlap)."""
+    torch.manual_seed(0)
+    model = randomize(ConvFSENet(load_config("configs/paper.toml")))
+    rt = SparseRuntime(model, "sparse")
+    inputs = [mags(model.cfg.stft.n_freq, 150, seed=s) for s in range(4)]
+
+    def run_stream(x):
+        st = rt.initial_state()
+        return np.stack([rt.step_into(f, st)[0].copy() for f in x])
+
+    expected = [run_stream(x) for x in inputs]
+    barrier = threading.Barrier(len(inputs))
+    got = [None] * len(inputs)
+
+    def worker(j):
+        barrier.wait()
+        got[j] = run_stream(inputs[j])
+
+    for _ in range(3):
+        threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(inputs))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for e, g in zip(expected, got):
+            assert np.array_equal(e, g)
+
+
+def test_thresholds_per_channel():
+    """``state.thresh`` [n_blocks, H] moves each channel's Heaviside, per stream (room for a
+    run-time budget): 0 is the trained model; -inf keeps every channel; +inf keeps only the
+    min_active floor; one channel's threshold moves that channel only."""
+    torch.manual_seed(0)
+    model = randomize(ConvFSENet(load_config("configs/tiny.toml", ["gate.min_active=5"])))
+    rt = SparseRuntime(model, "sparse")
+    x = mags(model.cfg.stft.n_freq, 10)
+    ref, _ = run(rt, x)
+    st = rt.initial_state()
+    st.thresh[:] = -np.inf
+    for f in x:
+        _, g, n = rt.step_into(f, st)
+        assert g.all() and n == st.n_open == g.size
+    st = rt.initial_state()
+    st.thresh[:] = np.inf
+    for f in x:
+        _, g, n = rt.step_into(f, st)
+        assert (g.sum(axis=1) == 5).all() and n == 5 * rt.n_blocks
+    st = rt.initial_state()
+    assert np.array_equal(np.stack([rt.step(f, st)[0] for f in x], -1), ref)
+    _, ref_g = run(rt, x[:1])
+    st = rt.initial_state()
+    i, c = np.argwhere(ref_g[..., 0] == 1)[0]
+    st.thresh[i, c] = np.inf
+    g = rt.step(x[0], st)[1]
+    assert g[i, c] == 0 and (g != ref_g[..., 0]).sum() == 1

@@ -222,3 +222,103 @@ def test_streamer_leaves_the_callers_model_as_it_was(signal, engine, tmp_path):
     assert [m.training for m in model.modules()].count(True) == 1 and model.blocks[0].bn1.training
     ref, _ = offline(model_for("tiny"), signal)            # a fresh copy in eval mode
     assert np.abs(out - ref).max() < 1e-5
+
+
+# -- pruned weights never read, through the whole streaming path (issue 15) ------------------------
+def test_sparse_streamer_never_reads_pruned_weights(tiny, signal):
+    """Fed one frame per call, with NaN in every weight of the channels the offline gates prune
+    at that frame: the sparse Streamer's output is finite and equal to offline enhancement. The
+    dense engine under the same poison is the control (it must read them)."""
+    ref, ref_gates = offline(tiny, signal)
+    hop, n_fft = tiny.cfg.stft.hop, tiny.cfg.stft.n_fft
+    assert hop == n_fft // 2          # then the first feed, each later one and flush: one frame
+
+    def poisoned(engine):
+        s = Streamer(tiny, engine)
+        chan, outs = s.runtime.chan, []
+        clean = chan.copy()
+        cuts = list(range(n_fft // 2, signal.shape[0] - hop + 1, hop)) + [signal.shape[0]]
+        pieces = [signal[:n_fft // 2]] + [signal[i:j] for i, j in zip(cuts, cuts[1:])] + [None]
+        for t, piece in enumerate(pieces):
+            off = ref_gates[:, :, t] == 0
+            chan[off] = np.nan
+            outs.append(s.flush() if piece is None else s.feed(piece))
+            chan[off] = clean[off]
+            assert s.stats.frames == t + 1
+        return np.concatenate(outs), s.gates
+
+    out, gates = poisoned("sparse")
+    assert np.isfinite(out).all() and np.abs(out - ref).max() < 1e-5
+    assert np.array_equal(gates, ref_gates)
+    assert not np.isfinite(poisoned("dense")[0]).all()
+
+
+# -- many streams, one runtime (issue 15) ----------------------------------------------------------
+def test_streamers_in_threads_share_one_runtime(signal):
+    """Four Streamers over one SparseRuntime, each in its own thread, chunks of random sizes:
+    every output equals the same stream run alone."""
+    import threading
+
+    from dyncp.runtime import SparseRuntime
+
+    model = model_for("paper")
+    rt = SparseRuntime(model, "sparse")
+    rng = np.random.default_rng(5)
+    long = np.tile(signal, 6)                                       # 3 s, ~190 frames
+    signals = [np.roll(long, 1000 * j) * (0.5 + 0.2 * j) for j in range(4)]
+    chunks = [[int(c) for c in rng.integers(1, 500, 160)] for _ in signals]
+
+    def run(j, barrier=None):
+        s = Streamer(rt, record_gates=True)
+        if barrier is not None:
+            barrier.wait()
+        outs, i = [], 0
+        for n in chunks[j]:
+            outs.append(s.feed(signals[j][i:i + n]))
+            i += n
+        outs.append(s.feed(signals[j][i:]))
+        outs.append(s.flush())
+        return np.concatenate(outs), s.gates
+
+    alone = [run(j) for j in range(len(signals))]
+    for _ in range(3):
+        barrier = threading.Barrier(len(signals))
+        got = [None] * len(signals)
+
+        def worker(j):
+            got[j] = run(j, barrier)
+
+        threads = [threading.Thread(target=worker, args=(j,)) for j in range(len(signals))]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        for (a_out, a_gates), (g_out, g_gates) in zip(alone, got):
+            assert np.array_equal(a_out, g_out) and np.array_equal(a_gates, g_gates)
+
+
+# -- the streaming statistics use macs.py's formula (issue 15) -------------------------------------
+@pytest.mark.parametrize("engine", ["torch", "dense", "sparse"])
+def test_stream_statistics_equal_offline_accounting(tiny, signal, engine, tmp_path):
+    """Frames, gated channels open, Φ and dynamic MMAC/s of a stream equal what
+    dyncp.macs.dynamic_macs says of the offline gates; with and without recorded gates."""
+    from dyncp.audio import save_audio
+    from dyncp.macs import dynamic_macs, static_macs_per_frame
+
+    ref, ref_gates = offline(tiny, signal)
+    d = dynamic_macs(tiny.cfg, [torch.from_numpy(g[None].astype(np.float32)) for g in ref_gates])
+    for record in (True, False):
+        s = Streamer(tiny, engine, record_gates=record)
+        run_chunks(s, signal, 100, None)
+        assert s.stats.frames == ref_gates.shape[-1]
+        assert s.stats.active == int(ref_gates.sum())
+        assert s.gates.shape[-1] == (ref_gates.shape[-1] if record else 0)
+    r = stream_file(tiny, save_audio(tmp_path / "in.wav", signal), engine=engine)
+    assert r["frames"] == ref_gates.shape[-1]
+    assert r["pruning_ratio"] == pytest.approx(d.pruning_ratio(), abs=1e-12)
+    assert r["dynamic_mmac_per_s"] == pytest.approx(d.mean_per_second / 1e6, rel=1e-12)
+    static = model_for("tiny", "gate.enabled=false")
+    r = stream_file(static, tmp_path / "in.wav", engine=engine)
+    fps = tiny.cfg.stft.frames_per_second
+    assert r["dynamic_mmac_per_s"] == pytest.approx(static_macs_per_frame(static.cfg) * fps / 1e6)
+    assert r["pruning_ratio"] == 0.0

@@ -82,7 +82,7 @@ class Geometry:
 
     @property
     def red_pad(self) -> int:
-        return ceil_to(self.red, 4)
+        return ceil_to(self.red, 16)
 
     @property
     def ring_lens(self) -> list[int]:

@@ -31,21 +31,30 @@ static uint32_t pkhtb(uint32_t hi, uint32_t lo)       /* (lo.high, hi.high) */
 #define DYNCP_SIMD 0
 #endif
 
-/* sum w[i] x[i], n a multiple of 4, weights stored in groups [w0 w2 w1 w3] (SXTB16 then gives
+/* sum w[i] x[i], n a multiple of 16, weights stored in groups [w0 w2 w1 w3] (SXTB16 then gives
  * the int16 pairs (w0, w1) and (w2, w3) that SMLAD multiplies with (x0, x1) and (x2, x3)) */
 static int32_t dot_q(const int8_t *w, const int16_t *x, int n)
 {
     int32_t s = 0;
-    int i;
+    int i, j;
 #if DYNCP_SIMD
-    for (i = 0; i < n; i += 4) {
-        uint32_t wv = ld32(w + i);
-        s = smlad(sxtb16(wv), ld32(x + i), s);
-        s = smlad(sxtb16_8(wv), ld32(x + i + 2), s);
+    for (i = 0; i < n; i += 16) {              /* 16 MACs a turn */
+        uint32_t w0 = ld32(w + i), w1 = ld32(w + i + 4), w2 = ld32(w + i + 8);
+        uint32_t w3 = ld32(w + i + 12);
+        s = smlad(sxtb16(w0), ld32(x + i), s);
+        s = smlad(sxtb16_8(w0), ld32(x + i + 2), s);
+        s = smlad(sxtb16(w1), ld32(x + i + 4), s);
+        s = smlad(sxtb16_8(w1), ld32(x + i + 6), s);
+        s = smlad(sxtb16(w2), ld32(x + i + 8), s);
+        s = smlad(sxtb16_8(w2), ld32(x + i + 10), s);
+        s = smlad(sxtb16(w3), ld32(x + i + 12), s);
+        s = smlad(sxtb16_8(w3), ld32(x + i + 14), s);
     }
+    (void)j;
 #else
-    for (i = 0; i < n; i += 4)
-        s += w[i] * x[i] + w[i + 2] * x[i + 1] + w[i + 1] * x[i + 2] + w[i + 3] * x[i + 3];
+    for (i = 0; i < n; i += 16)
+        for (j = i; j < i + 16; j += 4)
+            s += w[j] * x[j] + w[j + 2] * x[j + 1] + w[j + 1] * x[j + 2] + w[j + 3] * x[j + 3];
 #endif
     return s;
 }
