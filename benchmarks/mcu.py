@@ -19,8 +19,8 @@ library built for the host (``cc``) and run through ctypes: output samples and g
 
 The models. With ``--model75/--model50`` (checkpoints or shipped names) those are used; otherwise
 [decided] the paper config with random weights (seed 0) whose gate biases are set, block by block,
-to each channel's Φ-quantile of its scores on the benchmark audio (as benchmarks/streaming.py
-does): every channel is then on in about 1 - Φ of the frames. Instruction counts depend on the
+to each channel's Φ-quantile of its scores on the hops measured (in-sample, as
+benchmarks/streaming.py does): every channel is then on in 1 - Φ of those frames. Instruction counts depend on the
 weights only through the gates. int8 calibration: trainpack mixtures (training split).
 
 Host speed: the fp32 library's network (``dyncp_mask``, built with ``-O3 -march=native``) against
@@ -115,6 +115,7 @@ def calibrate_gates(model: ConvFSENet, mags: np.ndarray, target: float) -> None:
 
 
 def models(args, wav: np.ndarray) -> tuple[dict[str, ConvFSENet], str]:
+    """The Φ 0.75 and 0.5 models; random ones are calibrated on ``wav``, the audio measured."""
     given = {"sparse75": args.model75, "sparse50": args.model50}
     out, how = {}, []
     for name, target in (("sparse75", 0.75), ("sparse50", 0.5)):
@@ -246,7 +247,7 @@ def _timed(fn) -> float:
 
 
 # -- int8 against fp32 ----------------------------------------------------------------------------
-def int8_quality(fp32: HostLibrary, int8: HostLibrary, model: ConvFSENet, files: int) -> dict:
+def int8_quality(fp32: HostLibrary, int8: HostLibrary, files: int) -> dict:
     """Gate disagreement and output SNR int8 vs fp32 on realdev noisy files, and PESQ-WB of both
     against clean (meaningful only for a trained model)."""
     from dyncp.audio import load_audio
@@ -290,10 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     cfg = load_config(ROOT / "configs/paper.toml")
     wav, source = bench_audio(cfg, 20.0)
-    nets, how = models(args, wav)
+    x = wav[: args.hops * cfg.stft.hop]
+    nets, how = models(args, x)
     cfg = nets["sparse75"].cfg
     hop, sr = cfg.stft.hop, cfg.stft.sample_rate
-    x = wav[: args.hops * hop]
     work = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dyncp-mcu-"))
     work.mkdir(parents=True, exist_ok=True)
     spec = f"mix:{TRAINPACK / 'speech'},{TRAINPACK / 'noise'}"
@@ -348,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     speed = host_speed(nets["sparse75"], libs[("sparse75", "fp32")], mags, wav, work, args.rounds)
     q8 = int8_quality(HostLibrary(libs[("sparse75", "fp32")], build=work / "q32.so"),
                       HostLibrary(libs[("sparse75", "int8")], build=work / "q8.so"),
-                      nets["sparse75"], args.pesq_files)
+                      args.pesq_files)
     m4 = {(r["name"], r["variant"]): r for r in rows if r["cpu"] == "M4"}
     i8 = m4[("sparse75", "int8")]
     checks = {

@@ -209,6 +209,10 @@ def evaluate_checkpoint(ckpt: str | Path, data_spec: str, split: str = "test", l
     pairs = eval_pairs(data_spec, with_data_overrides(model.cfg, overrides), split=split,
                        limit=limit)
     out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress, phi=phi)
+    from .devset import breakdown, read_manifest
+    manifest = read_manifest(data_spec) if Path(str(data_spec).split(":", 1)[-1]).is_dir() else {}
+    if manifest:   # e.g. realdev: scores per band, noise kind and SNR
+        out["by"] = breakdown(out["files"], manifest)
     out["info"] = {"checkpoint": str(ckpt), "data": data_spec, "split": split,
                    "config": model.cfg.name, "epoch": meta.get("epoch")}
     return out
@@ -243,4 +247,10 @@ def format_table(result: dict[str, Any]) -> str:
             f"{f(m['pruning_ratio_nonspeech'])}"]
     else:
         lines.append("gates                  none (static model: every channel always on)")
+    for col, title in (("band", "by band"), ("noise_kind", "by noise kind"),
+                       ("snr_db", "by SNR (dB)")):
+        groups = (result.get("by") or {}).get(col)
+        if groups:
+            lines += ["", f"PESQ-WB {title}:"] + [
+                f"  {k:<20s} {f(v.get('pesq_wb'))}  (n={v['n']})" for k, v in groups.items()]
     return "\n".join(lines)

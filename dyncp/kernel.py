@@ -99,7 +99,7 @@ def _feature(x, compress):
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
 def frame(mag, wf, wi, sf, si, gates):
-    """One frame of the mask estimator (layouts: see the module docstring). Reads the weights
+    """One frame of the mask estimator (the weight layout: :mod:`dyncp.runtime`). Reads the weights
     (``wf``, ``wi``), updates the state (``sf``: pool and depthwise rings, mask, scratch; ``si``:
     frame counter, counts, active list; ``gates``), returns the number of hidden channels
     computed (all of them in dense mode).
@@ -119,7 +119,7 @@ def frame(mag, wf, wi, sf, si, gates):
     zero = np.float32(0.0)
     h, h2, scores, z1, sort_buf = scratch[0, :B], scratch[1, :B], scratch[2, :H], scratch[3, :R], \
         scratch[4, :H]
-    # front-end: h = ReLU(W_f x + b_f), one axpy over the residual channels per bin
+    # front-end: h = ReLU(W_f x + b_f), axpys over the residual channels, four bins per pass
     for b in range(B):
         h[b] = front_b[b]
     f = 0

@@ -79,7 +79,8 @@ class RuntimeState:
     and ``gates`` [n_blocks, H] uint8: the last frame's outputs; ``thresh`` [n_blocks, H] float32:
     the gates' thresholds, per stream (a channel is kept where its score > thresh; 0 is the
     trained model; room for a run-time budget); ``n_open`` / ``n_computed``: gated channels open
-    and channels computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers behind them.
+    and channels computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers
+    behind them.
     """
 
     def __init__(self, f: _Packed, i: np.ndarray, gates: np.ndarray) -> None:

@@ -188,8 +188,10 @@ class Streamer:
     def gates(self) -> np.ndarray:
         """Gates of the frames processed so far, uint8 [n_blocks, H, T] ([0, H, T] when static)."""
         m = self.cfg.model
-        if not self.gated or not self._gates:
-            return np.zeros((m.n_blocks if self.gated else 0, m.hidden, 0), np.uint8)
+        if not self.gated:
+            return np.zeros((0, m.hidden, self.stats.frames), np.uint8)
+        if not self._gates:
+            return np.zeros((m.n_blocks, m.hidden, 0), np.uint8)
         return np.ascontiguousarray(np.concatenate(self._gates).transpose(1, 2, 0))
 
     @property

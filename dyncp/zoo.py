@@ -26,6 +26,7 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 DEFAULT_MODEL = "dyncp50"
 #: What each shipped name is meant to be (a name is listed only once its file ships).
 DESCRIPTIONS = {
+    "budget": "paper-size DynCP whose Φ is chosen at run time (0 or 0.1-0.85; docs/budget.md)",
     "static": "paper-size static Conv-FSENet (every channel always on)",
     "dyncp50": "paper-size DynCP, half of the gated channels pruned on average (Φ_trgt 0.5)",
     "dyncp75": "paper-size DynCP, three quarters of the gated channels pruned (Φ_trgt 0.75)",
@@ -139,6 +140,9 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
 
     src = load_dict(Path(checkpoint), MODEL_FORMAT, MODEL_VERSION)
     meta, cfg = src.get("meta") or {}, src.get("config") or {}
+    calibration = None
+    if (cfg.get("gate") or {}).get("budget"):
+        checkpoint, calibration = _calibrated_copy(Path(checkpoint))
     fields = {"description": DESCRIPTIONS.get(name, ""),
               "config": cfg.get("name"), "training_data": training_data, "recipe": recipe,
               "steps": meta.get("step"), "epochs": meta.get("epoch"),
@@ -161,6 +165,37 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
               "phi_speech": m.get("pruning_ratio_speech"),
               "phi_nonspeech": m.get("pruning_ratio_nonspeech"),
               "noisy_pesq_wb": noisy.get("pesq_wb"),
-              "by": breakdown(res["files"], read_manifest(dev))}
-    set_card(path, {"dev": scores})
+              "by": res.get("by") or breakdown(res["files"], read_manifest(dev))}
+    updates: dict[str, Any] = {"dev": scores}
+    if calibration is not None:
+        updates["calibration"] = calibration
+        updates["dev_by_phi"] = {}
+        for phi in BUDGET_POINTS:
+            r = evaluate_checkpoint(path, dev, progress=progress, phi=phi)["mean"]
+            updates["dev_by_phi"][f"{phi:g}"] = {
+                "pesq_wb": r.get("pesq_wb"), "stoi": r.get("stoi"), "si_sdr": r.get("si_sdr"),
+                "phi": r.get("pruning_ratio"), "mmac_per_s": r.get("dynamic_mmac_per_s")}
+        Path(checkpoint).unlink(missing_ok=True)      # the calibrated temporary copy
+    set_card(path, updates)
     return path, card(path)
+
+
+#: Budgets a budget model's card reports (issue 13's requests, and Φ = 0).
+BUDGET_POINTS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.85)
+
+
+def _calibrated_copy(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
+    """A budget model calibrated on the held-out split of its own training data (never the dev
+    set), written next to ``checkpoint``. Returns (path, the measured table)."""
+    from .budget import calibrate
+    from .checkpoint import load_model, save_model
+    from .data import eval_pairs
+
+    model, meta = load_model(checkpoint)
+    cfg = model.cfg
+    pairs = eval_pairs(cfg.data.train, cfg, split="valid", limit=cfg.data.valid_files or 24)
+    table = calibrate(model, pairs)
+    table["data"] = f"{cfg.data.train} (valid split, {len(pairs)} files)"
+    tmp = checkpoint.with_name(f".{checkpoint.stem}.calibrated.pt")
+    save_model(model, tmp, meta)
+    return tmp, table

@@ -322,3 +322,17 @@ def test_stream_statistics_equal_offline_accounting(tiny, signal, engine, tmp_pa
     fps = tiny.cfg.stft.frames_per_second
     assert r["dynamic_mmac_per_s"] == pytest.approx(static_macs_per_frame(static.cfg) * fps / 1e6)
     assert r["pruning_ratio"] == 0.0
+
+
+@pytest.mark.parametrize("engine", ["torch", "sparse"])
+def test_a_refused_chunk_leaves_the_stream_as_it_was(tiny, signal, engine):
+    """A chunk with a NaN raises and does nothing: the stream goes on as if it never came."""
+    ref = run_chunks(Streamer(tiny, engine), signal, 500, None)
+    s = Streamer(tiny, engine)
+    outs = [s.feed(signal[:3000])]
+    bad = signal[3000:3500].copy()
+    bad[7] = np.nan
+    with pytest.raises(AudioError, match="1 sample"):
+        s.feed(bad)
+    outs += [s.feed(signal[3000:]), s.flush()]
+    assert np.array_equal(np.concatenate(outs), ref)

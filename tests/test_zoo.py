@@ -180,3 +180,24 @@ def test_shipped_model_improves_real_recordings(name, tmp_path):
     # the card's per-file figures match a fresh evaluation of the same files
     assert card["files"] == 30
     assert np.isfinite([per_file[n]["pesq_wb"] for n in FIVE]).all()
+
+
+def test_a_budget_model_ships_calibrated_with_scores_per_budget(tmp_path, randomize):
+    from dyncp.config import load_config
+    from test_train import TINY, write_pairs
+
+    train = write_pairs(tmp_path / "train", n=6, seconds=1.0, seed=1)
+    dev = write_pairs(tmp_path / "dev", n=2, seconds=1.0, seed=2)
+    cfg = load_config(TINY, ["gate.budget=true", f"data.train=pairs:{train}"])
+    model = randomize(build_model(cfg), seed=5)
+    src = save_model(model, tmp_path / "run" / "best.pt", {"step": 10})
+    path, c = zoo.ship_scored(src, "budget", dev=str(dev), command="x", training_data="y",
+                              weights_dir=tmp_path / "w")
+    assert c["calibration"]["measured"] == sorted(c["calibration"]["measured"])
+    assert "valid split" in c["calibration"]["data"]
+    assert sorted(c["dev_by_phi"], key=float) == ["0", "0.1", "0.25", "0.5", "0.75", "0.85"]
+    assert c["dev_by_phi"]["0"]["phi"] == 0.0
+    # the shipped table is the calibrated one, and the temporary copy is gone
+    shipped, _ = load_model(path)
+    assert not torch.equal(shipped.budget_table[0], shipped.budget_table[1])
+    assert not list((tmp_path / "run").glob(".*calibrated*"))

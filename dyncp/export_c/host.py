@@ -20,7 +20,7 @@ from ..errors import DyncpError
 # -std=c99: ISO mode, so no FMA contraction: the same float results on every IEEE target.
 CFLAGS = ("-std=c99", "-O2", "-ffp-contract=off", "-Wall", "-Wextra", "-Werror")
 ERRORS = {0: "DYNCP_OK", -1: "DYNCP_ERR_NULL", -2: "DYNCP_ERR_LENGTH", -3: "DYNCP_ERR_MEMORY",
-          -4: "DYNCP_ERR_STATE", -5: "DYNCP_ERR_VALUE"}
+          -4: "DYNCP_ERR_STATE", -5: "DYNCP_ERR_VALUE", -6: "DYNCP_ERR_BUDGET"}
 
 
 def find_cc() -> str | None:
@@ -67,6 +67,7 @@ class HostLibrary:
                                  ctypes.c_size_t]
         f("mask").argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p]
         f("gates").argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]
+        f("set_budget").argtypes = [ctypes.c_void_p, ctypes.c_float]
         f("info").restype = ctypes.c_char_p
         self._f = f
         v = header_values(self.folder, prefix)
@@ -101,6 +102,9 @@ class HostLibrary:
         rc = self._f("mask")(_addr(state), mag.ctypes.data, out.ctypes.data)
         return out, int(rc)
 
+    def set_budget(self, state, phi: float) -> int:
+        return int(self._f("set_budget")(_addr(state), phi))
+
     def gates(self, state) -> tuple[np.ndarray, int]:
         g = np.zeros(self.n_blocks * self.channels, np.uint8)
         n = self._f("gates")(_addr(state), g.ctypes.data, g.size)
@@ -134,18 +138,33 @@ def _addr(state) -> int:
     return ctypes.addressof(state) if isinstance(state, ctypes.Array) else int(state)
 
 
-def verify(folder: str | Path, model, wav: np.ndarray, prefix: str = "dyncp",
-           build: str | Path | None = None) -> dict:
-    """Run the compiled library and ``dyncp.Streamer(model, "sparse")`` on ``wav`` (trimmed to
-    whole hops, where both give the same samples); returns ``max_abs_diff``, ``gate_mismatches``,
-    ``gate_decisions``, ``frames``, ``snr_db`` (Streamer output over the difference)."""
+def reference(model, wav: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """What the library must give: ``dyncp.Streamer(model, "sparse")`` (enhanced [N], gates
+    [n_blocks, H, T]); for a budget model, whose gates the numba runtime does not move, offline
+    enhancement at the nominal budget (equal to streaming by dyncp's own tests)."""
+    import torch
+
     from ..streaming import Streamer
 
+    if getattr(model, "budgeted", False):
+        from ..enhance import enhance_tensor
+
+        with torch.inference_mode():
+            y, g = enhance_tensor(model, torch.from_numpy(np.asarray(wav, np.float32))[None])
+        return y[0].numpy(), torch.stack([gi[0] for gi in g]).to(torch.uint8).numpy()
+    s = Streamer(model, "sparse")
+    return s.process(wav), s.gates
+
+
+def verify(folder: str | Path, model, wav: np.ndarray, prefix: str = "dyncp",
+           build: str | Path | None = None) -> dict:
+    """Run the compiled library and :func:`reference` on ``wav`` (trimmed to whole hops, where
+    both give the same samples); returns ``max_abs_diff``, ``gate_mismatches``,
+    ``gate_decisions``, ``frames``, ``snr_db`` (reference output over the difference)."""
     lib = HostLibrary(folder, prefix, build=build)
     hop = lib.hop
     x = np.asarray(wav, np.float32)[: (len(wav) // hop) * hop]
-    s = Streamer(model, "sparse")
-    ref = s.process(x)
+    ref, rg = reference(model, x)
     out, g = lib.run(x)
     diff = out - ref
     res = {"frames": int(g.shape[-1]), "max_abs_diff": float(np.abs(diff).max()),
@@ -153,7 +172,6 @@ def verify(folder: str | Path, model, wav: np.ndarray, prefix: str = "dyncp",
                                          max(np.sum(diff.astype(np.float64) ** 2), 1e-30))),
            "state_bytes": lib.state_bytes}
     if model.gated:
-        rg = s.gates
         t = min(rg.shape[-1], g.shape[-1])
         res["gate_mismatches"] = int((rg[..., :t] != g[..., :t]).sum())
         res["gate_decisions"] = int(rg[..., :t].size)

@@ -58,6 +58,10 @@ class Geometry:
     red: int
     min_active: int
     compress: float
+    budget: bool = False          # gate.budget: Φ chosen at run time (docs/budget.md)
+    budget_min: float = 0.0
+    budget_max: float = 0.0
+    budget_nominal: float = 0.0   # loss.prune_target: the Φ of dyncp_init
 
     @classmethod
     def of(cls, model: ConvFSENet) -> "Geometry":
@@ -66,7 +70,9 @@ class Geometry:
         return cls(c.stft.sample_rate, c.stft.n_fft, c.stft.hop, c.stft.n_freq, c.model.residual,
                    c.model.hidden, c.model.kernel, tuple(c.model.block_dilations()),
                    bool(g.enabled), g.pool if g.enabled else 1, g.reduction if g.enabled else 1,
-                   g.min_active if g.enabled else 0, float(c.model.feature_compress))
+                   g.min_active if g.enabled else 0, float(c.model.feature_compress),
+                   bool(g.enabled and g.budget), float(g.budget_min), float(g.budget_max),
+                   float(c.loss.prune_target))
 
     @property
     def n_blocks(self) -> int:
@@ -125,6 +131,19 @@ def _pad(a: np.ndarray, n: int, axis: int = -1) -> np.ndarray:
     return np.pad(a, width)
 
 
+def budget_params(model: ConvFSENet) -> dict[str, np.ndarray]:
+    """A budget model's extra arrays: ``gk`` [n_blocks, H] = softplus(slope) (float32, as torch
+    computes it) and ``budget_table`` [2, P] (requested Φ -> Φ code); empty otherwise."""
+    if not Geometry.of(model).budget:
+        return {}
+    import torch.nn.functional as F
+
+    with torch.no_grad():
+        gk = torch.stack([F.softplus(b.gate.budget_slope.float()) for b in model.blocks])
+    return {"gk": gk.numpy().astype(np.float32),
+            "budget_table": model.budget_table.float().numpy().astype(np.float32)}
+
+
 def fp32_params(model: ConvFSENet) -> dict[str, np.ndarray]:
     """Arrays of the fp32 variant (float32; layouts in the C source, ``dyncp_model.h``)."""
     g = Geometry.of(model)
@@ -150,6 +169,7 @@ def fp32_params(model: ConvFSENet) -> dict[str, np.ndarray]:
         if g.gated:
             out["gw1"][i, :, :B], out["gb1"][i] = d["gw1"], d["gb1"]
             out["gw2t"][i], out["gb2"][i] = d["gw2"].T, d["gb2"]
+    out.update(budget_params(model))
     out.update(chan=chan,
                front_w=_pad(_np(model.front.weight)[:, :, 0], g.freq_pad),  # [B, Fp]: dots
                front_b=_np(model.front.bias),
@@ -240,6 +260,7 @@ def int8_params(model: ConvFSENet, ranges: dict[str, np.ndarray]) -> dict[str, n
     back_q, back_k = quantize_rows(_np(model.back.weight)[:, :, 0], Bp)            # [F, Bp]
     out = {n: np.ascontiguousarray(np.stack(v), dtype=np.float32) for n, v in f32.items()}
     out.update({n: np.ascontiguousarray(np.stack(v), dtype=np.int8) for n, v in i8.items()})
+    out.update(budget_params(model))
     out.update(front_q=smlad_order(front_q), front_k=front_k.astype(np.float32),
                front_b=_np(model.front.bias).astype(np.float32),
                back_q=smlad_order(back_q), back_k=back_k.astype(np.float32),

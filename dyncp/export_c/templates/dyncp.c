@@ -28,7 +28,7 @@ int dyncp_init(dyncp_state *st, size_t bytes)
     for (i = 0; i < sizeof(struct dyncp_state); i++) p[i] = 0;   /* zeros = silence before */
     st->skip = DYNCP_N_FFT / (2 * DYNCP_HOP) - 1;
     st->mute = DYNCP_N_FFT - DYNCP_HOP;
-    dyncp__net_reset(st);
+    dyncp__net_reset(st);                                        /* the nominal budget */
     st->magic = DYNCP_MAGIC;
     return DYNCP_OK;
 }

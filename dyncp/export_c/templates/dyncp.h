@@ -29,6 +29,9 @@
 #define DYNCP_N_BLOCKS @N_BLOCKS@        /* gated blocks */
 #define DYNCP_CHANNELS @HID@             /* gated channels per block */
 #define DYNCP_STATE_BYTES @STATE_BYTES@  /* >= dyncp_state_size(): per-stream state + scratch */
+#define DYNCP_BUDGET @BUDGET@            /* 1: a budget model, Φ set at run time */
+#define DYNCP_BUDGET_MIN @BUDGET_MIN@f   /* budget models: Φ in [MIN, MAX], or 0 */
+#define DYNCP_BUDGET_MAX @BUDGET_MAX@f
 
 enum {
     DYNCP_OK = 0,
@@ -36,7 +39,8 @@ enum {
     DYNCP_ERR_LENGTH = -2,  /* n != DYNCP_HOP (nothing processed, state unchanged) */
     DYNCP_ERR_MEMORY = -3,  /* dyncp_init: fewer than dyncp_state_size() bytes, or misaligned */
     DYNCP_ERR_STATE = -4,   /* the state was not initialised with dyncp_init */
-    DYNCP_ERR_VALUE = -5    /* a NaN or Inf input sample (output zeroed, state unchanged) */
+    DYNCP_ERR_VALUE = -5,   /* a NaN or Inf input sample (output zeroed, state unchanged) */
+    DYNCP_ERR_BUDGET = -6   /* dyncp_set_budget: not a budget model, or Φ out of range */
 };
 
 typedef struct dyncp_state dyncp_state;
@@ -50,6 +54,11 @@ int dyncp_init(dyncp_state *st, size_t bytes);
 /* One hop: n (== DYNCP_HOP) float samples in [-1, 1] in, n enhanced samples out. Returns DYNCP_OK
  * or a negative DYNCP_ERR_* code. */
 int dyncp_process(dyncp_state *st, const float *in, float *out, size_t n);
+
+/* Budget models: the pruning ratio Φ from now on (0, or DYNCP_BUDGET_MIN to DYNCP_BUDGET_MAX;
+ * 0 computes every channel and no gate, the static cost). dyncp_init sets the model's nominal Φ.
+ * Returns DYNCP_ERR_BUDGET for another Φ or a model without a budget. Any frame may change it. */
+int dyncp_set_budget(dyncp_state *st, float phi);
 
 /* Advanced, for a caller with its own STFT: mask[DYNCP_N_FREQ] in [0, 1] for one frame's
  * magnitudes mag[DYNCP_N_FREQ] = |rfft(hann * frame)|. Advances the network state only; do not

@@ -5,7 +5,8 @@
 #include "dyncp.h"
 #include "dyncp_model.h"
 
-#define DYNCP_MAGIC 0x44594e43u  /* "DYNC": set by dyncp_init */
+#define DYNCP_MAGIC 0x44594e43u       /* "DYNC": set by dyncp_init */
+#define DYNCP_MAGIC_INIT 0x494e4954u  /* "INIT": while dyncp_init runs */
 
 #if DYNCP_INT8
 typedef int16_t dyncp_act;       /* depthwise ring: u quantised per channel */
@@ -23,6 +24,8 @@ struct dyncp_state {
     uint32_t mute;                     /* output samples still to zero (before the signal) */
     uint32_t pool_pos;                 /* pooling ring slot of the current frame */
     uint32_t n_active;                 /* gated channels computed in the last frame */
+    uint32_t bypass;                   /* budget models: Φ = 0, every channel, no gate */
+    float budget_logit;                /* budget models: logit of the Φ code */
     uint32_t ring_pos[DYNCP_N_BLOCKS]; /* depthwise ring slot of the current frame, per block */
     float in_tail[DYNCP_N_FFT - DYNCP_HOP];               /* last n_fft - hop input samples */
     float ola[DYNCP_N_FFT - DYNCP_HOP];                   /* overlap-add tail */

@@ -55,14 +55,13 @@ static float exp_f(float x)
     return p * s.f;
 }
 
-#if DYNCP_COMPRESS_ON
-/* (max(x, 0) + 1e-12)^c = exp(c ln x), ln x = e ln2 + 2 atanh((m-1)/(m+1)), m in [0.707, 1.414) */
-static float compress(float x)
+/* ln(x) for a normal x > 0: x = m 2^e, ln x = e ln2 + 2 atanh((m-1)/(m+1)), m in [0.707, 1.414) */
+static float log_f(float x)
 {
     union { float f; uint32_t u; } v;
     float m, t, t2, ln;
     int e;
-    v.f = (x > 0.0f ? x : 0.0f) + 1e-12f;
+    v.f = x;
     e = (int)((v.u >> 23) & 0xffu) - 127;
     v.u = (v.u & 0x007fffffu) | 0x3f800000u;    /* mantissa in [1, 2) */
     m = v.f;
@@ -71,8 +70,14 @@ static float compress(float x)
     t2 = t * t;
     ln = 2.0f * t * (1.0f + t2 * (0.333333343f + t2 * (0.2f + t2 * (0.142857149f
          + t2 * 0.111111112f))));
-    ln = (float)e * 0.693359375f + ((float)e * -2.12194440e-4f + ln);
-    return exp_f(DYNCP_COMPRESS * ln);
+    return (float)e * 0.693359375f + ((float)e * -2.12194440e-4f + ln);
+}
+
+#if DYNCP_COMPRESS_ON
+/* the model's input compression: (max(x, 0) + 1e-12)^c = exp(c ln x) */
+static float compress(float x)
+{
+    return exp_f(DYNCP_COMPRESS * log_f((x > 0.0f ? x : 0.0f) + 1e-12f));
 }
 #endif
 
@@ -83,7 +88,56 @@ static float sigmoid(float x)
     return x >= 0.0f ? 1.0f / (1.0f + t) : t / (1.0f + t);
 }
 
-void dyncp__net_reset(struct dyncp_state *st) { (void)st; }
+/* The run-time budget of a budget model (gate.budget, docs/budget.md): each gated channel's
+ * score bias is b2 - softplus(slope) * logit(code(Φ)), code() the model's calibration table;
+ * Φ = 0 evaluates no gate and computes every channel (the static cost). */
+int dyncp_set_budget(dyncp_state *st, float phi)
+{
+#if DYNCP_BUDGET
+    float code;
+    int k;
+    if (st == NULL) return DYNCP_ERR_NULL;
+    if (st->magic != DYNCP_MAGIC && st->magic != DYNCP_MAGIC_INIT) return DYNCP_ERR_STATE;
+    if (!(phi == 0.0f || (phi >= DYNCP_BUDGET_MIN - 1e-6f && phi <= DYNCP_BUDGET_MAX + 1e-6f)))
+        return DYNCP_ERR_BUDGET;
+    st->bypass = phi == 0.0f;
+    if (st->bypass) return DYNCP_OK;
+    if (phi > dyncp_budget_table[DYNCP_BUDGET_POINTS - 1]) phi = dyncp_budget_table[DYNCP_BUDGET_POINTS - 1];
+    if (phi < dyncp_budget_table[0]) {          /* below the table: linear towards (0, 0) */
+        code = dyncp_budget_table[DYNCP_BUDGET_POINTS] * (phi > 0.0f ? phi : 0.0f)
+               / dyncp_budget_table[0];
+    } else {
+        const float *x = dyncp_budget_table, *y = dyncp_budget_table + DYNCP_BUDGET_POINTS;
+        float dx;
+        for (k = 1; k < DYNCP_BUDGET_POINTS - 1 && x[k] < phi; k++) {}
+        dx = x[k] - x[k - 1];
+        code = y[k - 1] + (y[k] - y[k - 1]) * (phi - x[k - 1]) / (dx > 1e-12f ? dx : 1e-12f);
+    }
+    code = code < 1e-3f ? 1e-3f : code > 1.0f - 1e-3f ? 1.0f - 1e-3f : code;
+    st->budget_logit = log_f(code / (1.0f - code));
+    return DYNCP_OK;
+#else
+    (void)phi;
+    if (st == NULL) return DYNCP_ERR_NULL;
+    return DYNCP_ERR_BUDGET;
+#endif
+}
+
+void dyncp__net_reset(struct dyncp_state *st)
+{
+#if DYNCP_BUDGET
+    st->magic = DYNCP_MAGIC_INIT;
+    dyncp_set_budget(st, DYNCP_BUDGET_NOMINAL);
+#else
+    (void)st;
+#endif
+}
+
+#if DYNCP_BUDGET
+#define GATE_BIAS(st, i, c) (dyncp_gb2[(i) * H + (c)] - dyncp_gk[(i) * H + (c)] * (st)->budget_logit)
+#else
+#define GATE_BIAS(st, i, c) dyncp_gb2[(i) * H + (c)]
+#endif
 
 /* ---- the @VARIANT@ kernels: front, gate_project, gate_scores, block, back ---- */
 @KERNELS@
@@ -118,7 +172,14 @@ static int select_channels(struct dyncp_state *st, int i, float sh)
 #if DYNCP_GATED && !DYNCP_DENSE
     float *slot = st->pool[i][st->pool_pos], *p = st->z;
     int j, r;
-    gate_project(st, i, sh, slot);
+    gate_project(st, i, sh, slot);              /* the pooling history runs even when bypassed */
+#if DYNCP_BUDGET
+    if (st->bypass) {                           /* Φ = 0: every channel, no gate */
+        for (c = 0; c < (H + 7) / 8; c++) bits[c] = 0xff;
+        for (c = 0; c < H; c++) st->active[n++] = (uint16_t)c;
+        return n;
+    }
+#endif
     for (r = 0; r < DYNCP_RED_PAD; r++) p[r] = 0.0f;
     for (j = 1; j <= DYNCP_POOL; j++) {         /* oldest frame first, as dyncp.gates */
         const float *z = st->pool[i][(st->pool_pos + j) % DYNCP_POOL];

@@ -9,8 +9,41 @@
 #define MAC(acc, a, b) ((acc) = (acc) + (a) * (b))
 #endif
 
-/* Sixteen partial sums in a fixed order: a compiler may vectorise them (up to 16 lanes) without
- * -ffast-math and the result stays the same. n is a multiple of 16. */
+/* Sixteen partial sums in a fixed order, s_j = sum over k of a[16k+j] x[16k+j], then
+ * s_j += s_{j+8}, s_j += s_{j+4}, (s_0 + s_2) + (s_1 + s_3): the same result on every target.
+ * n is a multiple of 16. On 64-bit hosts GCC's vector extensions spell it as vector code (a
+ * compiler does not vectorise that last reduction from scalars by itself); elsewhere scalars. */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__aarch64__)) && !defined(DYNCP_NO_SIMD)
+#define DYNCP_HOST_VEC 1
+#else
+#define DYNCP_HOST_VEC 0
+#endif
+
+#if DYNCP_HOST_VEC
+typedef float dyncp_v16 __attribute__((vector_size(64)));
+typedef float dyncp_v8 __attribute__((vector_size(32)));
+typedef float dyncp_v4 __attribute__((vector_size(16)));
+
+static float dot(const float *restrict a, const float *restrict x, int n)
+{
+    dyncp_v16 s = {0.0f}, va, vx;
+    dyncp_v8 lo8, hi8;
+    dyncp_v4 lo4, hi4;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        __builtin_memcpy(&va, a + i, sizeof va);
+        __builtin_memcpy(&vx, x + i, sizeof vx);
+        s = s + va * vx;
+    }
+    __builtin_memcpy(&lo8, &s, sizeof lo8);
+    __builtin_memcpy(&hi8, (const char *)&s + sizeof lo8, sizeof hi8);
+    lo8 = lo8 + hi8;
+    __builtin_memcpy(&lo4, &lo8, sizeof lo4);
+    __builtin_memcpy(&hi4, (const char *)&lo8 + sizeof lo4, sizeof hi4);
+    lo4 = lo4 + hi4;
+    return (lo4[0] + lo4[2]) + (lo4[1] + lo4[3]);
+}
+#else
 static float dot(const float *restrict a, const float *restrict x, int n)
 {
     float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f, s4 = 0.0f, s5 = 0.0f, s6 = 0.0f, s7 = 0.0f;
@@ -30,6 +63,7 @@ static float dot(const float *restrict a, const float *restrict x, int n)
     s0 += s4; s1 += s5; s2 += s6; s3 += s7;
     return (s0 + s2) + (s1 + s3);
 }
+#endif
 
 /* y[i] = (((y[i] + w0[i] a0) + w1[i] a1) + w2[i] a2) + w3[i] a3: four columns at once, the same
  * additions in the same order as four single passes (so vectorising changes nothing) */
@@ -44,6 +78,18 @@ static void axpy4(float *restrict y, const float *const *w, const float *a, int 
         MAC(t, w0[i], a0); MAC(t, w1[i], a1); MAC(t, w2[i], a2); MAC(t, w3[i], a3);
         y[i] = t;
     }
+}
+
+/* hosts: fetch the channel after next while this one computes (its row is one jump away; the
+ * hardware prefetcher only follows each row). No effect on the results. */
+static void prefetch_row(const float *p)
+{
+#if DYNCP_HOST_VEC
+    int q;
+    for (q = 0; q < DYNCP_CHAN_STRIDE; q += 16) __builtin_prefetch(p + q);
+#else
+    (void)p;
+#endif
 }
 
 static void axpy(float *restrict y, const float *restrict w, float a, int n)
@@ -85,7 +131,7 @@ static void gate_scores(struct dyncp_state *st, int i, const float *p)
     const float *w4[4];
     float *s = st->scores;
     int c, r;
-    for (c = 0; c < H; c++) s[c] = dyncp_gb2[i * H + c];
+    for (c = 0; c < H; c++) s[c] = GATE_BIAS(st, i, c);
     for (r = 0; r + 4 <= DYNCP_RED; r += 4) {
         w4[0] = w + r * H; w4[1] = w4[0] + H; w4[2] = w4[1] + H; w4[3] = w4[2] + H;
         axpy4(s, w4, p + r, H);
@@ -113,6 +159,8 @@ static void block(struct dyncp_state *st, int i, int n_on, float sh,
         float u, z;
         c = st->active[a];
         row = dyncp_chan + (i * H + c) * DYNCP_CHAN_STRIDE;
+        if (DYNCP_HOST_VEC && a + 2 < n_on)
+            prefetch_row(dyncp_chan + (i * H + st->active[a + 2]) * DYNCP_CHAN_STRIDE);
         cf = row + BP + B + K;                 /* b1 a1 s1 c1 bd a2 s2 c2 */
         u = dot(row, h, BP) + cf[0];
         u = prelu(u, cf[1]) * cf[2] + cf[3];

@@ -144,7 +144,7 @@ static void gate_scores(struct dyncp_state *st, int i, const float *p)
     for (c = 0; c < H; c++)
         st->scores[c] = (float)dot_q(dyncp_gw2_q + (i * H + c) * DYNCP_RED_PAD, st->zq,
                                      DYNCP_RED_PAD) * (sp * dyncp_gw2_k[i * H + c])
-                        + dyncp_gb2[i * H + c];
+                        + GATE_BIAS(st, i, c);
 }
 #endif
 
