@@ -162,6 +162,9 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a value in both configs (repeatable)")
     p.add_argument("--examples", type=int, default=3, help="audio examples in the report")
+    p.add_argument("--recordings", default="demo/recordings",
+                   help="real noisy recordings the shipped models enhance in the report "
+                        "(default demo/recordings; skipped with a note without a shipped model)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -169,7 +172,8 @@ def _demo_run(args: argparse.Namespace) -> int:
     from .demo import run_demo
 
     run_demo(args.out, args.static_config, args.dyncp_config, args.overrides,
-             n_examples=args.examples, progress=not args.no_progress)
+             n_examples=args.examples, progress=not args.no_progress,
+             recordings=args.recordings)
     return 0
 
 

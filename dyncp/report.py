@@ -6,7 +6,9 @@
 - :func:`tradeoff_figure` plots PESQ against dynamic MMAC/s for the static model and every DynCP
   model (the noisy input as a reference line).
 - :func:`build_report` writes a self-contained folder (``report.html``, ``figures/*.png``,
-  ``audio/*.wav``) that opens in a browser without a server.
+  ``audio/*.wav``) that opens in a browser without a server; with ``recordings`` it adds a
+  section on real recordings without a clean reference (:func:`recording_examples`: audio
+  players and Fig. 1 per gated model, no scores).
 
 The figures read the same gate tensors as the loss and the MAC counter (``model.forward``).
 """
@@ -119,9 +121,11 @@ def _db(spec: torch.Tensor) -> np.ndarray:
 
 
 def channel_state_figure(model: ConvFSENet, noisy: np.ndarray, path: str | Path,
-                         title: str = "") -> dict:
+                         title: str = "", enhanced: tuple | None = None) -> dict:
     """The paper's Fig. 1 for one signal ``noisy`` [N] at the model's rate; writes a PNG.
 
+    ``enhanced``: ``enhance_tensor(model, noisy[None])``'s (wav [1, N], gates) when the caller
+    has them already (saves enhancing twice).
     Returns ``{"path", "frames", "panels": [{"block", "channels", "frames", "pruning_ratio"}]}``
     describing what was drawn (tests check it against the model).
     """
@@ -133,8 +137,10 @@ def channel_state_figure(model: ConvFSENet, noisy: np.ndarray, path: str | Path,
 
     model.eval()
     wav = torch.as_tensor(np.asarray(noisy, dtype=np.float32)).unsqueeze(0)
-    with torch.inference_mode():
-        est, gates = enhance_tensor(model, wav)
+    if enhanced is None:
+        with torch.inference_mode():
+            enhanced = enhance_tensor(model, wav)
+    est, gates = enhanced
     spec_n, spec_e = stft(wav, cfg.stft)[0], stft(est, cfg.stft)[0]
     n_frames = spec_n.shape[-1]
     t_end = n_frames / cfg.stft.frames_per_second
@@ -238,16 +244,32 @@ border:1px solid #ddd}.ex{margin:1.5em 0;padding:1em;border:1px solid #eee}
 .note{color:#555;font-size:90%}audio{vertical-align:middle;margin-right:1em}"""
 
 
+def _example_html(ex: dict, cls: str = "ex") -> str:
+    players = "".join(f"<div>{html.escape(label)} <audio controls preload='none' "
+                      f"src='{html.escape(src)}'></audio></div>"
+                      for label, src in ex["audio"])
+    figs = "".join(f"<img src='{html.escape(f)}' alt='channel states'>" for f in ex["figures"])
+    note = f"<p class='note'>{html.escape(ex['note'])}</p>" if ex.get("note") else ""
+    return f"<div class='{cls}'><h3>{html.escape(ex['name'])}</h3>{note}{players}{figs}</div>"
+
+
+def _recordings_html(recordings: list[dict] | None, note: str) -> str:
+    """The real-recordings section, or only its note (why it is missing) without recordings."""
+    if not recordings:
+        return (f"<p class='note' id='real-recordings-skipped'>{html.escape(note)}</p>"
+                if note else "")
+    return (f"<h2 id='real-recordings'>Shipped models on real recordings</h2>"
+            f"<p class='note'>{html.escape(note)}</p>"
+            + "".join(_example_html(ex, "ex real") for ex in recordings))
+
+
 def write_html(out_dir: Path, rows: list[dict], evals: dict[str, dict], figures: dict[str, str],
-               examples: list[dict], title: str = "dyncp report", notes: str = "") -> Path:
-    """Write ``out_dir/report.html``. ``figures``/``examples`` hold paths relative to out_dir."""
-    ex_html = []
-    for ex in examples:
-        players = "".join(f"<div>{html.escape(label)} <audio controls preload='none' "
-                          f"src='{html.escape(src)}'></audio></div>"
-                          for label, src in ex["audio"])
-        figs = "".join(f"<img src='{html.escape(f)}' alt='channel states'>" for f in ex["figures"])
-        ex_html.append(f"<div class='ex'><h3>{html.escape(ex['name'])}</h3>{players}{figs}</div>")
+               examples: list[dict], title: str = "dyncp report", notes: str = "",
+               recordings: list[dict] | None = None, recordings_note: str = "") -> Path:
+    """Write ``out_dir/report.html``. ``figures``/``examples`` hold paths relative to out_dir;
+    ``recordings`` (from :func:`recording_examples`) adds the section on real recordings,
+    introduced by ``recordings_note``; without recordings the note alone says why."""
+    ex_html = [_example_html(ex) for ex in examples]
     fig_html = "".join(f"<h3>{html.escape(k)}</h3><img src='{html.escape(v)}' alt='{html.escape(k)}'>"
                        for k, v in figures.items())
     doc = f"""<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>
@@ -259,6 +281,7 @@ activations and gate pooling excluded); dynamic MACs include the gates' own cost
 gated channels omitted, averaged over files, frames, channels and blocks.</p>
 {fig_html}{_per_block_html(evals)}
 <h2>Examples: which channels the gates switched off, and when</h2>{''.join(ex_html)}
+{_recordings_html(recordings, recordings_note)}
 <script type='application/json' id='results-json'>{json.dumps(rows)}</script>
 <script>window.addEventListener('load', function () {{
   var imgs = document.images, ok = 0;
@@ -273,11 +296,16 @@ gated channels omitted, averaged over files, frames, channels and blocks.</p>
 def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict[str, dict],
                  pairs: list, targets: dict[str, float | None] | None = None,
                  n_examples: int = 3, title: str = "dyncp report", notes: str = "",
-                 static_name: str | None = "static") -> Path:
+                 static_name: str | None = "static", recordings: list | None = None,
+                 recording_models: dict[str, ConvFSENet] | None = None,
+                 recordings_note: str = "") -> Path:
     """Evaluated models + a few example pairs -> a self-contained report folder.
 
     ``pairs``: objects with ``name``, ``noisy``, ``clean`` (numpy [N] at the models' rate).
-    Returns the path of ``report.html``.
+    ``recordings`` (objects with ``name``, ``wav`` [N] at ``recording_models``' rate and
+    ``note``) are enhanced by ``recording_models`` (e.g. the shipped ones) into a section of
+    their own (:func:`recording_examples`); ``recordings_note`` introduces it, or says why it
+    is missing. Returns the path of ``report.html``.
     """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -294,22 +322,64 @@ def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict
         stem = _safe(pair.name)
         audio = [("noisy", _rel(save_audio(out / "audio" / f"{stem}_noisy.wav", pair.noisy, sr), out)),
                  ("clean", _rel(save_audio(out / "audio" / f"{stem}_clean.wav", pair.clean, sr), out))]
-        figs = []
-        for name, model in models.items():
-            model.eval()
-            with torch.inference_mode():
-                est, _ = enhance_tensor(model, torch.from_numpy(pair.noisy).unsqueeze(0))
-            audio.append((name, _rel(save_audio(out / "audio" / f"{stem}_{_safe(name)}.wav",
-                                                est[0].numpy(), sr), out)))
-            if model.gated:
-                info = channel_state_figure(model, pair.noisy,
-                                            out / "figures" / f"fig1_{stem}_{_safe(name)}.png",
-                                            title=f"{name} on {pair.name}: channel states "
-                                                  "(white kept, black omitted); red: "
-                                                  "instantaneous pruning ratio")
-                figs.append(_rel(Path(info["path"]), out))
-        examples.append({"name": pair.name, "audio": audio, "figures": figs})
-    return write_html(out, rows, evals, figures, examples, title=title, notes=notes)
+        more, figs, _ = _enhance_example(out, stem, pair.name, pair.noisy, models)
+        examples.append({"name": pair.name, "audio": audio + more, "figures": figs})
+    real = (recording_examples(out, recording_models, recordings)
+            if recordings and recording_models else None)
+    return write_html(out, rows, evals, figures, examples, title=title, notes=notes,
+                      recordings=real, recordings_note=recordings_note)
+
+
+def _enhance_example(out: Path, stem: str, label: str, noisy: np.ndarray,
+                     models: dict[str, ConvFSENet]) -> tuple[list, list, dict]:
+    """Enhance ``noisy`` [N] with every model: audio ``out/audio/STEM_MODEL.wav``, and Fig. 1
+    ``out/figures/fig1_STEM_MODEL.png`` for each gated model. Returns (audio [(model, path)],
+    figure paths, {gated model: Φ on this signal}), paths relative to ``out``."""
+    audio, figs, phi = [], [], {}
+    for name, model in models.items():
+        sr = model.cfg.stft.sample_rate
+        model.eval()
+        with torch.inference_mode():
+            est, gates = enhance_tensor(model, torch.from_numpy(noisy).unsqueeze(0))
+        audio.append((name, _rel(save_audio(out / "audio" / f"{stem}_{_safe(name)}.wav",
+                                            est[0].numpy(), sr), out)))
+        if model.gated:
+            info = channel_state_figure(model, noisy,
+                                        out / "figures" / f"fig1_{stem}_{_safe(name)}.png",
+                                        title=f"{name} on {label}: channel states "
+                                              "(white kept, black omitted); red: "
+                                              "instantaneous pruning ratio",
+                                        enhanced=(est, gates))
+            figs.append(_rel(Path(info["path"]), out))
+            phi[name] = info["pruning_ratio"]
+    return audio, figs, phi
+
+
+def recording_examples(out_dir: str | Path, models: dict[str, ConvFSENet],
+                       recordings: list) -> list[dict]:
+    """Real recordings without a clean reference, enhanced by every model.
+
+    ``recordings``: objects with ``name``, ``wav`` (numpy [N] at the models' rate) and ``note``
+    (where it comes from). Writes ``audio/real_NAME_noisy.wav``, ``audio/real_NAME_MODEL.wav`` and,
+    per gated model, ``figures/fig1_real_NAME_MODEL.png`` under ``out_dir``; returns one example
+    per recording for :func:`write_html` (name, note with each gated model's Φ on the file,
+    audio, figures).
+    """
+    out = Path(out_dir)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    (out / "audio").mkdir(parents=True, exist_ok=True)
+    sr = next(iter(models.values())).cfg.stft.sample_rate
+    examples = []
+    for rec in recordings:
+        stem = "real_" + _safe(rec.name)
+        wav = np.asarray(rec.wav, dtype=np.float32)
+        audio = [("noisy", _rel(save_audio(out / "audio" / f"{stem}_noisy.wav", wav, sr), out))]
+        more, figs, phi = _enhance_example(out, stem, rec.name, wav, models)
+        measured = "; ".join(f"{n}: Φ {v:.2f} on this file" for n, v in phi.items())
+        note = " ".join(x for x in (rec.note, f"({measured})" if measured else "") if x)
+        examples.append({"name": rec.name, "note": note, "audio": audio + more,
+                         "figures": figs})
+    return examples
 
 
 def _pick_examples(pairs: list, n: int) -> list:

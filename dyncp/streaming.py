@@ -186,12 +186,11 @@ class Streamer:
 
     @property
     def gates(self) -> np.ndarray:
-        """Gates of the frames processed so far, uint8 [n_blocks, H, T] ([0, H, T] when static)."""
+        """Gates of the frames processed so far, uint8 [n_blocks, H, T] ([0, H, 0] when static;
+        [n_blocks, H, 0] when ``record_gates`` is off)."""
         m = self.cfg.model
-        if not self.gated:
-            return np.zeros((0, m.hidden, self.stats.frames), np.uint8)
-        if not self._gates:
-            return np.zeros((m.n_blocks, m.hidden, 0), np.uint8)
+        if not self.gated or not self._gates:
+            return np.zeros((m.n_blocks if self.gated else 0, m.hidden, 0), np.uint8)
         return np.ascontiguousarray(np.concatenate(self._gates).transpose(1, 2, 0))
 
     @property

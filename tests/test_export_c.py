@@ -31,7 +31,7 @@ REALDEV, TRAINPACK = SHARED / "realdev", SHARED / "trainpack"
 TINY_CASES = {"gated": [], "floor": ["gate.min_active=20"], "static": ["gate.enabled=false"],
               "compress": ["model.feature_compress=0.3", "model.dilations=[1, 3]",
                            "model.kernel=5"]}
-OK, ERR_NULL, ERR_LENGTH, ERR_MEMORY, ERR_STATE, ERR_VALUE = 0, -1, -2, -3, -4, -5
+OK, ERR_NULL, ERR_LENGTH, ERR_MEMORY, ERR_STATE, ERR_VALUE, ERR_BUDGET = 0, -1, -2, -3, -4, -5, -6
 
 
 def tiny(overrides: list[str], seed: int = 0) -> ConvFSENet:
@@ -94,6 +94,40 @@ def test_mask_entry_equals_runtime(build):
         assert np.array_equal(lib.gates(st)[0], g) and lib.gates(st)[1] == g.sum()
 
 
+@pytest.mark.parametrize("variant", ["fp32", "int8"])
+def test_budget_model_follows_torch_step(build, variant):
+    """A budget model (gate.budget): dyncp_set_budget moves the gates as model.step(phi) does,
+    Φ = 0 runs every channel, and switching back finds the pooling history intact."""
+    model = tiny(["gate.budget=true"])
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.gate.budget_slope.uniform_(-1.0, 1.0)
+        model.budget_table[1].copy_(model.budget_table[0] * 0.8 + 0.05)   # a calibrated table
+    lib = build(f"budget_{variant}", model, variant,
+                calib=[probe_signal(16000, 4.0, seed=3)])
+    st, state = lib.new_state(), model.initial_state(1)
+    rng = np.random.default_rng(2)
+    flips = decisions = 0
+    for t, phi in enumerate([None] * 15 + [0.3] * 15 + [0.0] * 15 + [0.7] * 15):
+        if phi is not None:
+            assert lib.set_budget(st, phi) == OK
+        mag = (rng.random(lib.n_freq) ** 3 * 4).astype(np.float32)
+        mask, rc = lib.mask(st, mag)
+        with torch.no_grad():
+            ref, g, state = model.step(torch.from_numpy(mag)[None], state, phi=phi)
+        gates, n = lib.gates(st)
+        ref_g = (torch.stack([x[0] for x in g]).to(torch.uint8).numpy() if g
+                 else np.ones_like(gates))                        # Φ = 0: no gate, all on
+        flips += int((gates != ref_g).sum())
+        decisions += gates.size
+        assert rc == OK and np.abs(mask - ref[0].numpy()).max() < (1e-5 if variant == "fp32"
+                                                                   else 2e-2)
+    assert flips == 0 if variant == "fp32" else flips < 0.01 * decisions
+    for bad in (0.05, 0.9, -0.1, float("nan")):
+        assert lib.set_budget(st, bad) == ERR_BUDGET
+    assert build("gated", tiny(TINY_CASES["gated"])).set_budget(st, 0.5) == ERR_BUDGET
+
+
 def test_dense_build_is_the_static_twin(build):
     """-DDYNCP_DENSE=1 computes every channel: the same weights with the gates taken out."""
     model = tiny(TINY_CASES["gated"])
@@ -144,8 +178,8 @@ def test_library_has_no_mutable_globals(build, tmp_path):
                        check=True)
         objs.append(str(obj))
     nm = subprocess.run(["nm", *objs], capture_output=True, text=True, check=True).stdout
-    kinds = {line.split()[-2]: line.split()[-1] for line in nm.splitlines() if len(line.split()) >= 2}
-    assert not [s for k, s in kinds.items() if k in "dDbBcC"], nm
+    symbols = [line.split() for line in nm.splitlines()]
+    assert not [s for s in symbols if len(s) == 3 and s[1] in "dDbBcC"], nm   # data, bss, common
     undefined = {s.split()[-1] for s in nm.splitlines() if s.split()[:1] == ["U"]}
     assert undefined - {"sqrtf", "fabsf", "memcpy", "memset"} <= {
         n for n in undefined if n.startswith("dyncp_")}, undefined

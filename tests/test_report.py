@@ -16,6 +16,7 @@ import torch
 
 from dyncp import build_model, load_config
 from dyncp.data import Pair
+from dyncp.demo import load_recordings
 from dyncp.evaluate import evaluate
 from dyncp.report import (RESULT_COLUMNS, _fmt, build_report, channel_state_figure,
                           results_rows, tradeoff_figure)
@@ -102,13 +103,21 @@ class _Cells(HTMLParser):
             self._row[self._key] = self._row.get(self._key, "") + data
 
 
+RECORDINGS = ROOT / "demo" / "recordings"
+
+
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
+    """The built-in examples plus the real-recordings section (the bundled recordings, enhanced
+    by tiny stand-ins for the shipped models: one static, one gated)."""
     out = tmp_path_factory.mktemp("report")
     models = {"static": _tiny(gated=False), "dyncp": _tiny()}
     pairs = _pairs(3)
     evals = {n: evaluate(m, pairs, progress=False) for n, m in models.items()}
-    path = build_report(out, models, evals, pairs, n_examples=2)
+    shipped = {"static": _tiny(gated=False), "dyncp75": _tiny()}
+    path = build_report(out, models, evals, pairs, n_examples=2,
+                        recordings=load_recordings(RECORDINGS), recording_models=shipped,
+                        recordings_note="stand-ins for the shipped models")
     return out, path, models, evals
 
 
@@ -147,8 +156,73 @@ def test_report_folder_is_self_contained(report):
         assert not ref.startswith(("http:", "https:", "/")), ref
         f = out / ref
         assert f.is_file() and f.stat().st_size > 1000, ref
-    assert len(list((out / "figures").glob("fig1_*.png"))) == 2   # 2 examples x 1 gated model
-    assert len(list((out / "audio").glob("*.wav"))) == 2 * 4      # noisy, clean, static, dyncp
+    n_rec = len(load_recordings(RECORDINGS))
+    assert len(list((out / "figures").glob("fig1_ex*.png"))) == 2   # 2 examples x 1 gated model
+    assert len(list((out / "audio").glob("ex*.wav"))) == 2 * 4      # noisy, clean, static, dyncp
+    assert len(list((out / "figures").glob("fig1_real_*.png"))) == n_rec   # x 1 gated model
+    assert len(list((out / "audio").glob("real_*.wav"))) == n_rec * 3     # noisy + 2 models
+
+
+class _Sections(HTMLParser):
+    """The real-recordings section: per recording (div.ex.real) its h3 name, audio sources and
+    image sources; plus the ids seen in the page."""
+
+    def __init__(self):
+        super().__init__()
+        self.ids, self.real, self._cur, self._h3 = set(), [], None, False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if a.get("id"):
+            self.ids.add(a["id"])
+        if tag == "div" and a.get("class") == "ex real":
+            self._cur = {"name": "", "audio": [], "img": []}
+            self.real.append(self._cur)
+        elif self._cur is not None and tag == "h3":
+            self._h3 = True
+        elif self._cur is not None and tag == "audio":
+            self._cur["audio"].append(a["src"])
+        elif self._cur is not None and tag == "img":
+            self._cur["img"].append(a["src"])
+
+    def handle_endtag(self, tag):
+        if tag == "h3":
+            self._h3 = False
+
+    def handle_data(self, data):
+        if self._h3 and self._cur is not None:
+            self._cur["name"] += data
+
+
+def test_report_shows_real_recordings_with_players_and_channel_maps(report):
+    out, path, _, _ = report
+    page = _Sections()
+    page.feed(path.read_text())
+    assert "real-recordings" in page.ids and "real-recordings-skipped" not in page.ids
+    names = [r.name for r in load_recordings(RECORDINGS)]
+    assert [r["name"] for r in page.real] == names
+    for rec in page.real:
+        stem = "real_" + rec["name"]
+        assert rec["audio"] == [f"audio/{stem}_{m}.wav" for m in ("noisy", "static", "dyncp75")]
+        assert rec["img"] == [f"figures/fig1_{stem}_dyncp75.png"]     # the gated model only
+        for src in rec["audio"] + rec["img"]:
+            assert (out / src).stat().st_size > 1000, src
+    text = path.read_text()
+    assert "recorded in noise" in text and "mixed by us" in text     # the manifest's kinds
+    assert "dyncp75: Φ" in text                                       # Φ measured per file
+
+
+def test_report_without_recordings_has_only_the_note(tmp_path):
+    models = {"dyncp": _tiny()}
+    pairs = _pairs(1)
+    evals = {"dyncp": evaluate(models["dyncp"], pairs, progress=False)}
+    path = build_report(tmp_path, models, evals, pairs, n_examples=1,
+                        recordings_note="skipped: no shipped model")
+    page = _Sections()
+    page.feed(path.read_text())
+    assert "real-recordings-skipped" in page.ids and "real-recordings" not in page.ids
+    assert page.real == [] and "skipped: no shipped model" in path.read_text()
+    assert not list((tmp_path / "audio").glob("real_*"))
 
 
 def test_tradeoff_figure(tmp_path):
@@ -186,7 +260,9 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     m = re.search(r'data-images-total="(\d+)"[^>]*data-images-loaded="(\d+)"', dom.stdout)
     assert m, dom.stderr[-2000:]
     total, loaded = int(m.group(1)), int(m.group(2))
-    assert total >= 3 and loaded == total          # trade-off plot + 2 Fig. 1 figures, all decoded
+    # trade-off plot + 2 Fig. 1 of the examples + 1 per real recording, all decoded
+    assert total == 3 + len(load_recordings(RECORDINGS)) and loaded == total
+    assert 'id="real-recordings"' in dom.stdout and dom.stdout.count("<audio") >= 8 + 9
     shot = tmp_path / "shot.png"
     subprocess.run(common + [f"--user-data-dir={tmp_path / 'ud2'}", f"--screenshot={shot}",
                              "--window-size=1200,2400", uri],

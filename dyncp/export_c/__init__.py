@@ -62,7 +62,9 @@ def _values(model: ConvFSENet, g: Geometry, variant: str, weight_bytes: int) -> 
     info = (f"dyncp {model.cfg.name} {variant}: {g.n_blocks} blocks x {g.hid} gated channels "
             f"({'gated' if g.gated else 'static'}), residual {g.res}, kernel {g.kernel}, "
             f"dilations {list(g.dilations)}, n_fft {g.n_fft}, hop {g.hop}, {sr} Hz, "
-            f"weights {weight_bytes} bytes")
+            f"weights {weight_bytes} bytes"
+            + (f", run-time budget: Φ 0 or {g.budget_min:g}-{g.budget_max:g} (nominal "
+               f"{g.budget_nominal:g})" if g.budget else ""))
     return {"MODEL": model.cfg.name, "VARIANT": variant, "VERSION": __version__,
             "SAMPLE_RATE": sr, "HOP": g.hop, "N_FFT": g.n_fft, "N_FREQ": g.n_freq,
             "LATENCY": g.n_fft - g.hop, "HOP_MS": f"{1000 * g.hop / sr:g}",
@@ -122,7 +124,8 @@ def export_c(model: ConvFSENet, out_dir: str | Path, variant: str = "fp32",
                 raise DyncpError(f"C export check failed: the compiled library differs from the "
                                  f"sparse Streamer over {r['frames']} frames (max abs diff "
                                  f"{r['max_abs_diff']:.2e}, {r['gate_mismatches']} gate "
-                                 f"mismatches)")
+                                 f"mismatches; a lone gate flip can be a score within float "
+                                 f"rounding of 0, see docs/deploy.md)")
         out_dir.mkdir(exist_ok=True)
         for f in files:
             shutil.move(str(f), out_dir / f.name)

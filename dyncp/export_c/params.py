@@ -202,23 +202,29 @@ def calibrate(model: ConvFSENet, wavs: list[np.ndarray]) -> dict[str, np.ndarray
     """Activation ranges on calibration audio: ``u`` [n_blocks, H] (max |u| per hidden channel,
     over frames where the channel is on) and ``v`` [n_blocks] (max |v| of the unfolded BN2
     output over active channels). The same modules as ``GatedBlock.forward``, unrolled to read u
-    and v (offline, eval mode: the gates decide as in streaming)."""
+    and v (offline, eval mode: the gates decide as in streaming). A budget model is measured at
+    its nominal Φ and at Φ = 0 (every channel on), the extremes of what it will run."""
     from ..dsp import stft
     import torch.nn.functional as F
 
     model.eval()
     nb, H = len(model.blocks), model.cfg.model.hidden
     u_max, v_max = np.zeros((nb, H)), np.zeros(nb)
+    codes: list = [None]
+    if Geometry.of(model).budget:
+        codes = [model.budget_code(torch.tensor([model.cfg.loss.prune_target])), "all"]
     for wav in wavs:
         mag = stft(torch.as_tensor(wav, dtype=torch.float32), model.cfg.stft).abs().unsqueeze(0)
-        h = F.relu(model.front(model._features(mag)))
-        for i, blk in enumerate(model.blocks):
-            g = blk.gate(h) if blk.gate is not None else torch.ones(1, H, h.shape[-1])
-            u = blk.bn1(blk.act1(blk.pw1(h))) * g
-            v = blk.bn2(blk.act2(blk.dw(F.pad(u, (blk.context, 0))))) * g
-            u_max[i] = np.maximum(u_max[i], _np(u.abs().amax(dim=(0, 2))))
-            v_max[i] = max(v_max[i], float(v.abs().max()))
-            h = h + blk.pw2(v)
+        for code in codes:
+            h = F.relu(model.front(model._features(mag)))
+            for i, blk in enumerate(model.blocks):
+                on = blk.gate is None or isinstance(code, str)
+                g = torch.ones(1, H, h.shape[-1]) if on else blk.gate(h, code)
+                u = blk.bn1(blk.act1(blk.pw1(h))) * g
+                v = blk.bn2(blk.act2(blk.dw(F.pad(u, (blk.context, 0))))) * g
+                u_max[i] = np.maximum(u_max[i], _np(u.abs().amax(dim=(0, 2))))
+                v_max[i] = max(v_max[i], float(v.abs().max()))
+                h = h + blk.pw2(v)
     return {"u": u_max, "v": v_max}
 
 

@@ -48,7 +48,8 @@ def c_array(name: str, a: np.ndarray, per_line: int = 8) -> str:
         items = ["0"]
     lines = [", ".join(items[i:i + per_line]) for i in range(0, len(items), per_line)]
     body = ",\n    ".join(lines)
-    return (f"DYNCP_WEIGHT_ATTR const {_CTYPE[a.dtype]} {name}[{len(items)}] = {{\n    {body}\n}};\n")
+    decl = f"DYNCP_WEIGHT_ATTR const {_CTYPE[a.dtype]} {name}[{len(items)}]"
+    return f"{decl} = {{\n    {body}\n}};\n"
 
 
 def _float(v: float) -> str:
@@ -83,6 +84,7 @@ def state_bytes(g: Geometry, int8: bool) -> int:
 def model_header(g: Geometry, arrays: dict[str, np.ndarray], int8: bool) -> str:
     lens = g.ring_lens
     offs = np.concatenate([[0], np.cumsum(lens)[:-1]]).astype(int)
+    ints = lambda v: ", ".join(map(str, v))  # noqa: E731
     consts = {
         "DYNCP_INT8": int(int8), "DYNCP_GATED": int(g.gated), "DYNCP_RES": g.res,
         "DYNCP_RES_PAD": g.res_pad, "DYNCP_HID": g.hid, "DYNCP_KERNEL": g.kernel,
@@ -104,9 +106,9 @@ def model_header(g: Geometry, arrays: dict[str, np.ndarray], int8: bool) -> str:
               "((section(\".flash_weights\")))' */",
               "#if defined(__GNUC__)", "#define DYNCP_WEIGHT_ATTR __attribute__((aligned(4)))",
               "#else", "#define DYNCP_WEIGHT_ATTR", "#endif", "#endif", "",
-              f"static const int dyncp_dilation[{g.n_blocks}] = {{{', '.join(map(str, g.dilations))}}};",
-              f"static const int dyncp_ring_len[{g.n_blocks}] = {{{', '.join(map(str, lens))}}};",
-              f"static const int dyncp_ring_off[{g.n_blocks}] = {{{', '.join(map(str, offs))}}};",
+              f"static const int dyncp_dilation[{g.n_blocks}] = {{{ints(g.dilations)}}};",
+              f"static const int dyncp_ring_len[{g.n_blocks}] = {{{ints(lens)}}};",
+              f"static const int dyncp_ring_off[{g.n_blocks}] = {{{ints(offs)}}};",
               "", "extern const char dyncp_info_text[];"]
     lines += [_declare(f"dyncp_{n}", a) for n, a in arrays.items() if n != "inv_env"]
     lines += [f"extern const float dyncp_inv_env[{g.n_fft // g.hop}][{g.hop}];", "",

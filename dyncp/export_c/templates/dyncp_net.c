@@ -21,6 +21,12 @@
 #define DYNCP_DENSE 0
 #endif
 
+#if defined(__GNUC__)
+#define DYNCP_INLINE static inline __attribute__((always_inline))
+#else
+#define DYNCP_INLINE static inline
+#endif
+
 #define B DYNCP_RES
 #define BP DYNCP_RES_PAD
 #define H DYNCP_HID
@@ -55,6 +61,7 @@ static float exp_f(float x)
     return p * s.f;
 }
 
+#if DYNCP_COMPRESS_ON || DYNCP_BUDGET
 /* ln(x) for a normal x > 0: x = m 2^e, ln x = e ln2 + 2 atanh((m-1)/(m+1)), m in [0.707, 1.414) */
 static float log_f(float x)
 {
@@ -72,6 +79,7 @@ static float log_f(float x)
          + t2 * 0.111111112f))));
     return (float)e * 0.693359375f + ((float)e * -2.12194440e-4f + ln);
 }
+#endif
 
 #if DYNCP_COMPRESS_ON
 /* the model's input compression: (max(x, 0) + 1e-12)^c = exp(c ln x) */
@@ -102,7 +110,8 @@ int dyncp_set_budget(dyncp_state *st, float phi)
         return DYNCP_ERR_BUDGET;
     st->bypass = phi == 0.0f;
     if (st->bypass) return DYNCP_OK;
-    if (phi > dyncp_budget_table[DYNCP_BUDGET_POINTS - 1]) phi = dyncp_budget_table[DYNCP_BUDGET_POINTS - 1];
+    if (phi > dyncp_budget_table[DYNCP_BUDGET_POINTS - 1])
+        phi = dyncp_budget_table[DYNCP_BUDGET_POINTS - 1];
     if (phi < dyncp_budget_table[0]) {          /* below the table: linear towards (0, 0) */
         code = dyncp_budget_table[DYNCP_BUDGET_POINTS] * (phi > 0.0f ? phi : 0.0f)
                / dyncp_budget_table[0];
@@ -134,7 +143,8 @@ void dyncp__net_reset(struct dyncp_state *st)
 }
 
 #if DYNCP_BUDGET
-#define GATE_BIAS(st, i, c) (dyncp_gb2[(i) * H + (c)] - dyncp_gk[(i) * H + (c)] * (st)->budget_logit)
+#define GATE_BIAS(st, i, c) \
+    (dyncp_gb2[(i) * H + (c)] - dyncp_gk[(i) * H + (c)] * (st)->budget_logit)
 #else
 #define GATE_BIAS(st, i, c) dyncp_gb2[(i) * H + (c)]
 #endif

@@ -24,17 +24,10 @@ typedef float dyncp_v16 __attribute__((vector_size(64)));
 typedef float dyncp_v8 __attribute__((vector_size(32)));
 typedef float dyncp_v4 __attribute__((vector_size(16)));
 
-static float dot(const float *restrict a, const float *restrict x, int n)
+static float reduce16(dyncp_v16 s)
 {
-    dyncp_v16 s = {0.0f}, va, vx;
     dyncp_v8 lo8, hi8;
     dyncp_v4 lo4, hi4;
-    int i;
-    for (i = 0; i < n; i += 16) {
-        __builtin_memcpy(&va, a + i, sizeof va);
-        __builtin_memcpy(&vx, x + i, sizeof vx);
-        s = s + va * vx;
-    }
     __builtin_memcpy(&lo8, &s, sizeof lo8);
     __builtin_memcpy(&hi8, (const char *)&s + sizeof lo8, sizeof hi8);
     lo8 = lo8 + hi8;
@@ -42,6 +35,36 @@ static float dot(const float *restrict a, const float *restrict x, int n)
     __builtin_memcpy(&hi4, (const char *)&lo8 + sizeof lo4, sizeof hi4);
     lo4 = lo4 + hi4;
     return (lo4[0] + lo4[2]) + (lo4[1] + lo4[3]);
+}
+
+static float dot(const float *restrict a, const float *restrict x, int n)
+{
+    dyncp_v16 s = {0.0f}, va, vx;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        __builtin_memcpy(&va, a + i, sizeof va);
+        __builtin_memcpy(&vx, x + i, sizeof vx);
+        s = s + va * vx;
+    }
+    return reduce16(s);
+}
+
+/* two rows against one x in one pass (each exactly as dot): shares the loads of x and gives
+ * the processor two independent chains */
+static void dot2(const float *restrict a0, const float *restrict a1, const float *restrict x,
+                 int n, float *r0, float *r1)
+{
+    dyncp_v16 s0 = {0.0f}, s1 = {0.0f}, v0, v1, vx;
+    int i;
+    for (i = 0; i < n; i += 16) {
+        __builtin_memcpy(&vx, x + i, sizeof vx);
+        __builtin_memcpy(&v0, a0 + i, sizeof v0);
+        __builtin_memcpy(&v1, a1 + i, sizeof v1);
+        s0 = s0 + v0 * vx;
+        s1 = s1 + v1 * vx;
+    }
+    *r0 = reduce16(s0);
+    *r1 = reduce16(s1);
 }
 #else
 static float dot(const float *restrict a, const float *restrict x, int n)
@@ -63,7 +86,22 @@ static float dot(const float *restrict a, const float *restrict x, int n)
     s0 += s4; s1 += s5; s2 += s6; s3 += s7;
     return (s0 + s2) + (s1 + s3);
 }
+
+static void dot2(const float *a0, const float *a1, const float *x, int n, float *r0, float *r1)
+{
+    *r0 = dot(a0, x, n);
+    *r1 = dot(a1, x, n);
+}
 #endif
+
+/* out[r] = dot(w + r * stride, x, n) for r < rows, two rows a pass */
+static void dots(const float *w, int stride, int rows, const float *x, int n, float *out)
+{
+    int r;
+    for (r = 0; r + 1 < rows; r += 2)
+        dot2(w + r * stride, w + (r + 1) * stride, x, n, out + r, out + r + 1);
+    if (r < rows) out[r] = dot(w + r * stride, x, n);
+}
 
 /* y[i] = (((y[i] + w0[i] a0) + w1[i] a1) + w2[i] a2) + w3[i] a3: four columns at once, the same
  * additions in the same order as four single passes (so vectorising changes nothing) */
@@ -110,8 +148,9 @@ static void front(struct dyncp_state *st, const float *mag)
         x[f] = v;
     }
     for (; f < DYNCP_FREQ_PAD; f++) x[f] = 0.0f;
+    dots(dyncp_front_w, DYNCP_FREQ_PAD, B, x, DYNCP_FREQ_PAD, st->h);
     for (b = 0; b < B; b++) {
-        float v = dot(dyncp_front_w + b * DYNCP_FREQ_PAD, x, DYNCP_FREQ_PAD) + dyncp_front_b[b];
+        float v = st->h[b] + dyncp_front_b[b];
         st->h[b] = v > 0.0f ? v : 0.0f;
     }
     for (; b < BP; b++) st->h[b] = 0.0f;
@@ -120,9 +159,8 @@ static void front(struct dyncp_state *st, const float *mag)
 #if DYNCP_GATED && !DYNCP_DENSE
 static void gate_project(struct dyncp_state *st, int i, float sh, float *z)
 {
-    int r;
     (void)sh;
-    for (r = 0; r < DYNCP_RED; r++) z[r] = dot(dyncp_gw1 + (i * DYNCP_RED + r) * BP, st->h, BP);
+    dots(dyncp_gw1 + i * DYNCP_RED * BP, BP, DYNCP_RED, st->h, BP, z);
 }
 
 static void gate_scores(struct dyncp_state *st, int i, const float *p)
@@ -142,9 +180,22 @@ static void gate_scores(struct dyncp_state *st, int i, const float *p)
 }
 #endif
 
+/* one active channel after its PW1 dot product: u into the ring, the depthwise taps, v */
+DYNCP_INLINE float hidden(const float *row, float dot_u, dyncp_act (*ring)[H], const int *slot,
+                          int pos, int c)
+{
+    const float *cf = row + BP + B + K;         /* b1 a1 s1 c1 bd a2 s2 c2 */
+    float u = prelu(dot_u + cf[0], cf[1]) * cf[2] + cf[3], z = cf[4];
+    int j;
+    ring[pos][c] = u;
+    for (j = 0; j < K; j++) z += row[BP + B + j] * ring[slot[j]][c];
+    return prelu(z, cf[5]) * cf[6] + cf[7];
+}
+
 static void block(struct dyncp_state *st, int i, int n_on, float sh,
                   dyncp_act (*ring)[H], const int *slot, int pos)
 {
+    const float *chan = dyncp_chan + i * H * DYNCP_CHAN_STRIDE;
     float *h = st->h, *h2 = st->h2;
     const float *b2 = dyncp_pw2_b + i * B;
     const float *w4[4];
@@ -154,21 +205,26 @@ static void block(struct dyncp_state *st, int i, int n_on, float sh,
     (void)sh;
     for (b = 0; b < B; b++) h2[b] = h[b] + b2[b];
     for (c = 0; c < H; c++) now[c] = 0.0f;
-    for (a = 0; a < n_on; a++) {
-        const float *row, *cf;
-        float u, z;
-        c = st->active[a];
-        row = dyncp_chan + (i * H + c) * DYNCP_CHAN_STRIDE;
-        if (DYNCP_HOST_VEC && a + 2 < n_on)
-            prefetch_row(dyncp_chan + (i * H + st->active[a + 2]) * DYNCP_CHAN_STRIDE);
-        cf = row + BP + B + K;                 /* b1 a1 s1 c1 bd a2 s2 c2 */
-        u = dot(row, h, BP) + cf[0];
-        u = prelu(u, cf[1]) * cf[2] + cf[3];
-        now[c] = u;
-        z = cf[4];
-        for (j = 0; j < K; j++) z += row[BP + B + j] * ring[slot[j]][c];
-        w4[g] = row + BP;
-        v4[g++] = prelu(z, cf[5]) * cf[6] + cf[7];
+    for (a = 0; a < n_on; a += 2) {             /* two channels a turn, four per PW2 pass */
+        int c0 = st->active[a], c1 = st->active[a + 1 < n_on ? a + 1 : a];
+        const float *r0 = chan + c0 * DYNCP_CHAN_STRIDE, *r1 = chan + c1 * DYNCP_CHAN_STRIDE;
+        float u0, u1;
+        if (DYNCP_HOST_VEC && a + 3 < n_on) {
+            prefetch_row(chan + st->active[a + 2] * DYNCP_CHAN_STRIDE);
+            prefetch_row(chan + st->active[a + 3] * DYNCP_CHAN_STRIDE);
+        }
+        if (a + 1 < n_on) {
+            dot2(r0, r1, h, BP, &u0, &u1);
+        } else {
+            u0 = dot(r0, h, BP);
+            u1 = 0.0f;
+        }
+        w4[g] = r0 + BP;
+        v4[g++] = hidden(r0, u0, ring, slot, pos, c0);
+        if (a + 1 < n_on) {
+            w4[g] = r1 + BP;
+            v4[g++] = hidden(r1, u1, ring, slot, pos, c1);
+        }
         if (g == 4) {
             axpy4(h2, w4, v4, B);
             g = 0;
@@ -181,6 +237,6 @@ static void block(struct dyncp_state *st, int i, int n_on, float sh,
 static void back(struct dyncp_state *st, float *mask)
 {
     int f;
-    for (f = 0; f < DYNCP_N_FREQ; f++)
-        mask[f] = sigmoid(dot(dyncp_back_w + f * BP, st->h, BP) + dyncp_back_b[f]);
+    dots(dyncp_back_w, BP, DYNCP_N_FREQ, st->h, BP, mask);
+    for (f = 0; f < DYNCP_N_FREQ; f++) mask[f] = sigmoid(mask[f] + dyncp_back_b[f]);
 }

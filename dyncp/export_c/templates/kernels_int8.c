@@ -3,7 +3,12 @@
 #if defined(__ARM_FEATURE_DSP) && defined(__GNUC__) && !defined(DYNCP_NO_SIMD)
 #define DYNCP_SIMD 1
 static uint32_t ld32(const void *p) { uint32_t v; __builtin_memcpy(&v, p, 4); return v; }
-static uint32_t sxtb16(uint32_t x) { uint32_t r; __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(x)); return r; }
+static uint32_t sxtb16(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1" : "=r"(r) : "r"(x));
+    return r;
+}
 static uint32_t sxtb16_8(uint32_t x)
 {
     uint32_t r;
