@@ -45,7 +45,6 @@ os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import argparse  # noqa: E402
 import ctypes  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -56,6 +55,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from dyncp.atomic import write_json  # noqa: E402
 from dyncp.checkpoint import load_model  # noqa: E402
 from dyncp.config import load_config  # noqa: E402
 from dyncp.dsp import stft  # noqa: E402
@@ -407,8 +407,7 @@ def main(argv: list[str] | None = None) -> int:
            "arm_flags": ARM_FLAGS, "qemu": version("qemu-system-arm"),
            "gcc": version("arm-none-eabi-gcc")}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(out, indent=2) + "\n")
+        write_json(args.json, out)
     if not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -19,8 +19,6 @@ runtime, not its savings; ONNX has no per-frame data-dependent channel skipping.
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .atomic import atomic_path
 from .errors import DyncpError
 from .model import ConvFSENet, require_causal
 
@@ -167,20 +166,13 @@ def export_onnx(model: ConvFSENet, path: str | Path, frames: int = 128) -> dict:
         f"{n}_out" for n in names if n is not None]
     args = (torch.zeros(1, model.cfg.stft.n_freq),
             *[s for n, s in zip(names, model.initial_state(1)) if n is not None])
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".onnx", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:      # a failed export or verification leaves no file
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer notes
-            torch.onnx.export(graph, args, tmp, input_names=inputs, output_names=outputs,
+            torch.onnx.export(graph, args, str(tmp), input_names=inputs, output_names=outputs,
                               opset_version=OPSET, dynamo=False)
-        _add_metadata(tmp, model)
-        summary = verify(tmp, model, frames)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        _add_metadata(str(tmp), model)
+        summary = verify(str(tmp), model, frames)
     summary.update(path=str(path), inputs=inputs, outputs=outputs, opset=OPSET,
                    bytes=path.stat().st_size)
     return summary

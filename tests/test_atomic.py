@@ -84,8 +84,6 @@ def test_an_unwritable_place_is_a_clear_error(tmp_path):
         write_json(tmp_path / "f" / "x.json", {})
 
 
-@pytest.mark.xfail(strict=True, reason="dyncp/export.py still writes the ONNX file with "
-                   "tempfile.mkstemp (0600); switch it to dyncp.atomic.atomic_path")
 def test_onnx_export_gets_the_umask_permissions(tmp_path, umask):
     pytest.importorskip("onnxruntime")
     from dyncp.export import export_onnx
@@ -104,7 +102,7 @@ ALLOWED = {
 }
 # Writers still to switch to dyncp.atomic (issue 15, item 2), in files other work was changing
 # at the time: empty this set as they are switched.
-PENDING = {"dyncp/export.py", "dyncp/export_c/writer.py", "benchmarks/mcu.py"}
+PENDING: set[str] = set()
 RAW_WRITE = re.compile(r"mkstemp|\.write_text\(|\.write_bytes\(|os\.replace\(|\.replace\(tmp|"
                        r"tmp\.replace\(|torch\.save\(|sf\.write\(|savefig\(|open\([^)]*[\"'][wa]b?[\"']")
 

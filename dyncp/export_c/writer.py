@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text
 from .params import Geometry, ceil_to
 
 TEMPLATES = ("dyncp.h", "dyncp_internal.h", "dyncp.c", "dyncp_net.c")
@@ -166,6 +167,6 @@ def write_library(out_dir: Path, g: Geometry, arrays: dict[str, np.ndarray], int
     written = []
     for name, text in files.items():
         path = out_dir / (name.replace("dyncp", prefix, 1) if name != "README.md" else name)
-        path.write_text(rename(text, prefix), encoding="utf-8")
+        write_text(path, rename(text, prefix))
         written.append(path)
     return written
