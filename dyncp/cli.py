@@ -315,6 +315,7 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a "
                    "single-core device)")
     p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
+    _add_budget(p)
 
 
 def _stream_run(args: argparse.Namespace) -> int:
@@ -325,11 +326,15 @@ def _stream_run(args: argparse.Namespace) -> int:
 
     torch.set_num_threads(max(args.threads, 1))
     model, _ = load_model(args.checkpoint)
-    r = stream_file(model, args.input, args.output, engine=args.engine, chunk=args.chunk)
+    r = stream_file(model, args.input, args.output, engine=args.engine, chunk=args.chunk,
+                    phi=args.phi, mmac=args.budget)
     print(f"engine            {r['engine']}  ({r['frames']} frames, {r['seconds']:.2f} s)")
     print(f"us per frame      median {r['us_per_frame_median']:.1f}  p99 "
           f"{r['us_per_frame_p99']:.1f}")
     print(f"real-time factor  {r['rtf']:.4f}")
+    if r["phi"] is not None:
+        print(f"budget            Φ {r['phi']:g}" + ("  (every channel, no gate)"
+                                                     if r["phi"] == 0 else ""))
     print(f"pruning ratio     {r['pruning_ratio']:.3f}")
     print(f"dynamic MMAC/s    {r['dynamic_mmac_per_s']:.2f}")
     print(f"max |stream - offline| {r['max_abs_diff_offline']:.2e}")

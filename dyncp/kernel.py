@@ -2,9 +2,9 @@
 
 :class:`dyncp.runtime.SparseRuntime` packs the weights and owns the layout; this module is the
 per-frame algorithm (:func:`frame`): front-end, for each block the gate (pooling ring, score
-stack, Heaviside against the stream's threshold, floor top-k), then only the active channels,
-then the back-end. It releases the GIL (``nogil=True``): streams in several threads run in
-parallel.
+stack, Heaviside against the stream's threshold, floor top-k; only the pooling ring when the
+stream is bypassed, a budget of Φ = 0), then only the active channels, then the back-end. It
+releases the GIL (``nogil=True``): streams in several threads run in parallel.
 
 Arguments: the weights are one float32 buffer ``wf`` and an int64 table ``wi`` (dimensions,
 flags, section offsets, dilations); a stream's state is one float32 buffer ``sf``, one int64
@@ -31,8 +31,10 @@ _W_OFF = len(HEADER)
 _S_OFF = _W_OFF + len(WEIGHTS)
 _DIL = _S_OFF + len(STATE)
 # A stream's int64 buffer ``si``: frame counter, gated channels open and channels computed at the
-# last frame, then the list of channels to compute [H], then the depthwise ring slot of each tap
-I_T, I_OPEN, I_COMPUTED, I_ACTIVE = range(4)
+# last frame, the bypass flag (a budget of Φ = 0: no gate runs, every channel is computed; set by
+# the caller between frames), then the list of channels to compute [H], then the depthwise ring
+# slot of each tap
+I_T, I_OPEN, I_COMPUTED, I_BYPASS, I_ACTIVE = range(5)
 # [decided] Reassociation and FMA contraction only (no nnan/ninf: NaN and Inf still propagate).
 # Reassociation lets LLVM vectorise the per-channel dot products: measured ~5x faster than
 # fastmath=False on the 128-long PW1 rows (and ~2x faster than calling BLAS per row).
@@ -101,7 +103,8 @@ def _feature(x, compress):
 def frame(mag, wf, wi, sf, si, gates):
     """One frame of the mask estimator (the weight layout: :mod:`dyncp.runtime`). Reads the weights
     (``wf``, ``wi``), updates the state (``sf``: pool and depthwise rings, mask, scratch; ``si``:
-    frame counter, counts, active list; ``gates``), returns the number of hidden channels
+    frame counter, counts, active list; ``gates``; ``si[I_BYPASS]`` and the thresholds in ``sf``
+    are the caller's: the budget), returns the number of hidden channels
     computed (all of them in dense mode).
 
     Inner loops index arrays with the loop variable only (an offset index may be negative to
@@ -137,17 +140,25 @@ def frame(mag, wf, wi, sf, si, gates):
             h[b] += wf_[b] * x
     for b in range(B):
         h[b] = max(h[b], zero)
+    bypass = si[I_BYPASS] != 0
     computed, n_open = 0, 0
     for i in range(n_blocks):
         d = dilations[i]
         n_on = H
         if gated:
             # gate: moving average of the block input over the last L frames (a ring of L slots
-            # that starts as zeros, like model.step's cache), then the score stack PW-ReLU-PW
+            # that starts as zeros, like model.step's cache), then the score stack PW-ReLU-PW.
+            # The ring is written even when bypassed (as GatedBlock.step(gated=False) keeps its
+            # cache), so that a later gated frame sees the right history.
             ring = pool[i]
             slot = ring[t % L]
             for b in range(B):
                 slot[b] = h[b]
+        if gated and bypass:                        # Φ = 0: no score stack, every channel on
+            g = gates[i]
+            for c in range(H):
+                g[c] = 1
+        elif gated:
             for b in range(B):
                 h2[b] = zero
             for j in range(L):

@@ -141,6 +141,18 @@ class GatedBlock(nn.Module):
         return out, (g.squeeze(-1) if g is not None else None), [hist[..., 1:], win[..., 1:]]
 
 
+def budget_code(table: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
+    """:meth:`ConvFSENet.budget_code` of a calibration table [2, P] (requested Φ, Φ code): shared
+    with the sparse runtime, which keeps the table without the model."""
+    x, y = table[0], table[1]
+    p = phi.to(x.dtype).clamp(max=float(x[-1]))
+    i = torch.searchsorted(x, p).clamp(1, x.numel() - 1)
+    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
+    inside = y0 + (y1 - y0) * (p - x0) / (x1 - x0).clamp_min(1e-12)
+    below = y[0] * p.clamp_min(0) / x[0]
+    return torch.where(p < x[0], below, inside)
+
+
 class ConvFSENet(nn.Module):
     """Mask estimator: ``forward(mag [B, F, T]) -> (mask [B, F, T], gates)``.
 
@@ -173,13 +185,7 @@ class ConvFSENet(nn.Module):
         """Requested Φ [B] -> the Φ code [B] the gates read: piecewise-linear in the calibration
         table, clamped at its top, and linear towards (0, 0) below it (where only the training
         ramp goes: a request must be 0 or inside [gate.budget_min, gate.budget_max])."""
-        x, y = self.budget_table[0], self.budget_table[1]
-        p = phi.to(x.dtype).clamp(max=float(x[-1]))
-        i = torch.searchsorted(x, p).clamp(1, x.numel() - 1)
-        x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
-        inside = y0 + (y1 - y0) * (p - x0) / (x1 - x0).clamp_min(1e-12)
-        below = y[0] * p.clamp_min(0) / x[0]
-        return torch.where(p < x[0], below, inside)
+        return budget_code(self.budget_table, phi)
 
     def _budget(self, phi, batch: int, device) -> tuple[torch.Tensor | None, torch.Tensor | None,
                                                         bool]:

@@ -43,8 +43,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .kernel import HEADER, I_ACTIVE, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE, WEIGHTS, frame
-from .model import ConvFSENet, require_causal
+from .kernel import (HEADER, I_ACTIVE, I_BYPASS, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE,
+                     WEIGHTS, frame)
+from .model import ConvFSENet, budget_code, require_causal
 
 MODES = ("sparse", "dense")
 _N_CONST = 8  # b1 a1 s1 c1 bd a2 s2 c2
@@ -78,9 +79,10 @@ class RuntimeState:
     one frame's slot is one contiguous write); ``t`` [1] int64: frames processed; ``mask`` [F]
     and ``gates`` [n_blocks, H] uint8: the last frame's outputs; ``thresh`` [n_blocks, H] float32:
     the gates' thresholds, per stream (a channel is kept where its score > thresh; 0 is the
-    trained model; room for a run-time budget); ``n_open`` / ``n_computed``: gated channels open
-    and channels computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers
-    behind them.
+    trained model; a budget model's budget moves them, :meth:`SparseRuntime.set_budget`);
+    ``bypass``: the stream runs at Φ = 0 (no gate, every channel); ``phi``: the budget requested
+    (None for a model without one); ``n_open`` / ``n_computed``: gated channels open and channels
+    computed at the last frame. ``f`` (float32) and ``i`` (int64) are the buffers behind them.
     """
 
     def __init__(self, f: _Packed, i: np.ndarray, gates: np.ndarray) -> None:
@@ -88,6 +90,12 @@ class RuntimeState:
         v = f.views
         self.pool, self.dw, self.mask, self.scratch, self.thresh = (v[n] for n in STATE)
         self.t = i[I_T:I_T + 1]
+        self.phi: float | None = None
+        self.cap: int | None = None
+
+    @property
+    def bypass(self) -> bool:
+        return bool(self.i[I_BYPASS])
 
     @property
     def n_open(self) -> int:
@@ -101,7 +109,9 @@ class RuntimeState:
         shapes = {n: a.shape for n, a in self._packed.views.items()}
         f = _Packed(np.float32, shapes)
         f.buf[:] = self.f
-        return RuntimeState(f, self.i.copy(), self.gates.copy())
+        st = RuntimeState(f, self.i.copy(), self.gates.copy())
+        st.phi, st.cap = self.phi, self.cap
+        return st
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -122,7 +132,8 @@ class SparseRuntime:
     every channel and multiplies by the gate mask (the training semantics, the baseline);
     ``"sparse"`` skips pruned channels. A static model (no gates) runs every channel in both
     modes and returns gates of shape [0, H]. The weights are immutable and may be shared by
-    streams in several threads, each with its own ``initial_state()``.
+    streams in several threads, each with its own ``initial_state()``. A budget model's
+    streams start at its nominal budget; :meth:`set_budget` changes one stream's between frames.
     """
 
     def __init__(self, model: ConvFSENet | str | Path, mode: str = "sparse") -> None:
@@ -145,6 +156,7 @@ class SparseRuntime:
         self.dilations = np.array(m.block_dilations(), dtype=np.int64)
         self.ring = (m.kernel - 1) * int(self.dilations.max()) + 1
         self._pack(model)
+        self._budget_init(model)
         self._state_shapes = {
             "pool": (self.n_blocks, self.pool_len, self.residual),
             "dw": (self.n_blocks, self.ring, self.hidden), "mask": (self.n_freq,),
@@ -208,16 +220,91 @@ class SparseRuntime:
         for name in WEIGHTS[:-1]:
             setattr(self, name, v[name])
 
+    # -- the run-time budget (budget models, docs/budget.md) ---------------------------------------
+    def _budget_init(self, model: ConvFSENet) -> None:
+        """A budget model moves each channel's threshold by softplus(slope) * logit(code(Φ))
+        (Gate.bias; the score the kernel compares is computed with the base bias b2): keep the
+        slopes and the calibration table, as float32 tensors so that the thresholds are the very
+        numbers torch subtracts."""
+        self.budgeted = bool(self.gated and model.budgeted)
+        self.nominal_phi = float(self.cfg.loss.prune_target) if self.budgeted else None
+        self._thresholds: dict = {}
+        if not self.budgeted:
+            return
+        import torch.nn.functional as F
+        with torch.no_grad():
+            self._table = model.budget_table.detach().cpu().float().clone()
+            self._slope = torch.stack([F.softplus(b.gate.budget_slope.detach().cpu().float())
+                                       for b in model.blocks])                     # [nb, H]
+            # [decided] the hard cap keeps, per block, the channels with the lowest threshold at
+            # the top of the range (those the model keeps longest as the budget shrinks)
+            low = self._slope * torch.logit(budget_code(self._table, torch.tensor(
+                [self.cfg.gate.budget_max])).clamp(1e-3, 1 - 1e-3))
+            self._rank = np.argsort(_np(low) - self.gb2, axis=1, kind="stable")   # [nb, H]
+
+    def thresholds(self, phi: float, cap: int | None = None) -> np.ndarray:
+        """The gate thresholds [n_blocks, H] float32 of a budget Φ > 0 (cached: a governor
+        revisits the same values); ``cap``: at most this many channels per block may open (the
+        others get +inf)."""
+        key = (phi, cap)
+        th = self._thresholds.get(key)
+        if th is None:               # ~0.1 ms, once per value and runtime (shared by streams)
+            with torch.no_grad():
+                code = budget_code(self._table, torch.tensor([float(phi)]))
+                lp = torch.logit(code.clamp(1e-3, 1 - 1e-3))                     # as Gate.bias
+                th = (self._slope * lp).numpy().astype(np.float32)
+            if cap is not None and cap < self.hidden:
+                np.put_along_axis(th, self._rank[:, cap:], np.float32(np.inf), axis=1)
+            if len(self._thresholds) >= 1024:        # ~9 MB for the paper model
+                self._thresholds.clear()
+            self._thresholds[key] = th
+        return th
+
+    def set_budget(self, state: RuntimeState | None = None, phi: float | None = None,
+                   mmac: float | None = None, cap: int | None = None) -> float | None:
+        """Run ``state``'s next frames (default: ``self.state``) at budget ``phi`` or ``mmac``
+        (MMAC/s; :func:`dyncp.budget.phi_for`; neither: the nominal budget). Φ = 0 bypasses the
+        gates (no score stack, every channel, the static MACs); Φ > 0 sets the thresholds.
+        ``cap``: at most this many channels per block (a hard cap per frame). Returns the Φ run
+        (None for a model without a budget). Raises BudgetError for a model without a budget or
+        a request outside its range."""
+        from .budget import phi_for
+
+        st = self.state if state is None else state
+        req = phi_for(self.cfg, phi, mmac)
+        if cap is not None and not self.budgeted:
+            phi_for(self.cfg, 0.5)                 # raises: no budget
+        if not self.budgeted:
+            return None
+        req = self.nominal_phi if req is None else req
+        if cap is not None and req == 0.0:
+            from .errors import BudgetError
+            raise BudgetError("a hard cap needs a budget Φ > 0 (Φ = 0 computes every channel)")
+        self.apply_budget(st, req, cap)
+        return req
+
+    def apply_budget(self, state: RuntimeState, phi: float, cap: int | None = None) -> None:
+        """:meth:`set_budget` without the checks, for a Φ already known to be in the range (a
+        governor's, every frame)."""
+        state.i[I_BYPASS] = phi == 0.0
+        if phi > 0:
+            state.thresh[:] = self.thresholds(phi, cap)
+        state.phi, state.cap = phi, cap
+
     @property
     def weight_bytes(self) -> int:
         return int(sum(a.nbytes for n, a in self._weights.views.items() if n != "compress"))
 
     # -- state ------------------------------------------------------------------------------------
     def initial_state(self) -> RuntimeState:
-        """A fresh stream: its own buffers, zeros (silence before the start)."""
-        return RuntimeState(_Packed(np.float32, self._state_shapes),
-                            np.zeros(I_ACTIVE + self.hidden + self.kernel, np.int64),
-                            np.zeros((self.n_blocks, self.hidden), np.uint8))
+        """A fresh stream: its own buffers, zeros (silence before the start); a budget model's
+        at its nominal budget."""
+        st = RuntimeState(_Packed(np.float32, self._state_shapes),
+                          np.zeros(I_ACTIVE + self.hidden + self.kernel, np.int64),
+                          np.zeros((self.n_blocks, self.hidden), np.uint8))
+        if self.budgeted:
+            self.set_budget(st)
+        return st
 
     def reset(self) -> None:
         self.state = self.initial_state()

@@ -36,11 +36,12 @@ import torch
 from numba import njit
 
 from . import kernel, stream_dsp
-from .kernel import I_OPEN, frame, state_views
+from .kernel import I_BYPASS, I_OPEN, frame, state_views
 from .errors import AudioError, DyncpError
 from .model import ConvFSENet, require_causal
 from .runtime import MODES, SparseRuntime
-from .stream_dsp import (FRAMES, HELD, OPEN, StftState, analyse, nonfinite, push, stft_state,
+from .stream_budget import StreamBudget, StreamStats
+from .stream_dsp import (HELD, OPEN, StftState, analyse, nonfinite, push, stft_state,
                          stft_tables, synthesise, tail)
 
 ENGINES = ("torch",) + MODES
@@ -53,26 +54,6 @@ class StreamState:
 
     stft: StftState
     net: object  # list[torch.Tensor] (torch engine) or RuntimeState (dense/sparse)
-
-
-class StreamStats:
-    """Running counters (constant memory): ``frames``, ``active`` (gated channels open summed
-    over frames; 0 for a static model), compute ``seconds``; ``times``: per-frame seconds when
-    ``record_times`` (a call that runs several frames counts its time split evenly). ``frames``
-    and ``active`` are read from the stream's counters, which the compiled loop updates."""
-
-    def __init__(self, counters: np.ndarray, gated: bool) -> None:
-        self._c, self._gated = counters, gated
-        self.seconds = 0.0
-        self.times: list[float] = []
-
-    @property
-    def frames(self) -> int:
-        return int(self._c[FRAMES])
-
-    @property
-    def active(self) -> int:
-        return int(self._c[OPEN]) if self._gated else 0
 
 
 def eval_copy(model: ConvFSENet) -> ConvFSENet:
@@ -141,11 +122,22 @@ class Streamer:
     break the equality with offline enhancement). ``record_gates``: keep every frame's gates for
     ``.gates`` (turn off for long streams: 2.3 kB per frame for the paper model);
     ``record_times``: keep each frame's compute time in seconds (``.stats.times``).
+
+    The run-time budget of a budget model (docs/budget.md): ``phi`` (a pruning ratio; 0 runs
+    every channel and no gate, the static cost) or ``budget`` (MMAC/s, the lowest Φ that fits,
+    :func:`dyncp.budget.phi_for`); neither: the model's nominal budget. :meth:`set_budget`
+    changes it between any two frames. ``governor``: a :class:`dyncp.governor.Governor` that
+    picks each frame's Φ to hold an average budget (one per stream; it replaces ``phi`` and
+    ``budget``). ``record_macs``: keep each frame's MACs and Φ (``.stats.frame_macs``,
+    ``.stats.frame_phi``). A budget for a model without one, or outside its range, raises
+    BudgetError. Per-frame budgets (a governor, or ``record_macs``) run the compiled loop one
+    frame per call (a few µs more per frame).
     """
 
     def __init__(self, model: ConvFSENet | SparseRuntime, engine: str | None = None,
                  sr: int | None = None, record_gates: bool = True,
-                 record_times: bool = False) -> None:
+                 record_times: bool = False, phi: float | None = None,
+                 budget: float | None = None, governor=None, record_macs: bool = False) -> None:
         runtime = model if isinstance(model, SparseRuntime) else None
         engine = engine or (runtime.mode if runtime is not None else "torch")
         if engine not in ENGINES:
@@ -169,6 +161,7 @@ class Streamer:
             else SparseRuntime(model, engine)
         self.record_gates, self.record_times = record_gates, record_times
         self._log = record_gates and self.gated
+        self.budget = StreamBudget(cfg, self.runtime, phi, budget, governor, record_macs)
         self.reset()
 
     # -- state ------------------------------------------------------------------------------------
@@ -178,16 +171,31 @@ class Streamer:
         return StreamState(stft=stft_state(self.n_fft), net=net)
 
     def reset(self) -> None:
-        """Start a new stream: fresh state, no gates, counters at zero."""
+        """Start a new stream: fresh state, no gates, counters at zero; the budget asked for
+        (or the governor, restarted) stays."""
         self.state = self.initial_state()
-        self.stats = StreamStats(self.state.stft.counters, self.gated)
+        self.stats = StreamStats(self.state.stft.counters, self.cfg)
         self._gates: list[np.ndarray] = []       # [frames, n_blocks, H] per call
         self._flushed = False
+        self.budget.start(self.stats, self.state.net)
+
+    @property
+    def governor(self):
+        return self.budget.governor
+
+    def set_budget(self, phi: float | None = None, mmac: float | None = None) -> float | None:
+        """Run the following frames at budget ``phi`` or ``mmac`` (MMAC/s); neither: the
+        nominal budget. Takes effect at the next frame (frames already run keep theirs) and
+        stays across :meth:`reset`. Returns the Φ run (None for a model without a budget).
+        Raises BudgetError (a model without a budget, a request outside its range) and
+        DyncpError when a governor runs the budget."""
+        return self.budget.set(phi, mmac)
 
     @property
     def gates(self) -> np.ndarray:
         """Gates of the frames processed so far, uint8 [n_blocks, H, T] ([0, H, 0] when static;
-        [n_blocks, H, 0] when ``record_gates`` is off)."""
+        [n_blocks, H, 0] when ``record_gates`` is off; every channel on at a bypassed frame,
+        Φ = 0)."""
         m = self.cfg.model
         if not self.gated or not self._gates:
             return np.zeros((m.n_blocks if self.gated else 0, m.hidden, 0), np.uint8)
@@ -215,6 +223,8 @@ class Streamer:
         """Push ``x`` and run the frames that become ready; returns the samples now final."""
         if self.runtime is None:
             return self._run_torch(x, count, limit)
+        if self.budget.per_frame:
+            return self._run_frames(x, count, limit)
         st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
         t0 = time.perf_counter()
         out, glog, frames = feed_frames(x, count, limit, self._log, t.f, t.i, st.f, st.counters,
@@ -223,9 +233,36 @@ class Streamer:
         if frames < 0:
             raise AudioError(f"Streamer.feed: {-frames} sample(s) are NaN or Inf")
         self._timed(frames, dt)
+        self.stats.bypassed += frames * int(net.i[I_BYPASS])
         if glog.shape[0]:
             self._gates.append(glog)
         return out
+
+    def _run_frames(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
+        """:meth:`_run` one frame per compiled call, so that the budget may change between any
+        two frames: each call gets the samples that complete the next frame."""
+        bad = nonfinite(x)
+        if bad:
+            raise AudioError(f"Streamer.feed: {bad} sample(s) are NaN or Inf")
+        st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
+        outs, i, c = [], 0, st.counters
+        while True:
+            j = i + max(self.n_fft - int(c[HELD]), 1)
+            t0 = time.perf_counter()
+            out, glog, frames = feed_frames(x[i:j], count, limit, self._log, t.f, t.i, st.f, c,
+                                            st.mag, rt.wf, rt.wi, net.f, net.i, net.gates)
+            dt = time.perf_counter() - t0
+            outs.append(out)
+            if frames:
+                self._timed(frames, dt)
+                bypass = bool(net.i[I_BYPASS])
+                self.stats.bypassed += bypass
+                if glog.shape[0]:
+                    self._gates.append(glog)
+                self.budget.frame_done(int(net.i[I_OPEN]), bypass, dt)
+            i = j
+            if i >= x.shape[0]:
+                return outs[0] if len(outs) == 1 else np.concatenate(outs)
 
     def _run_torch(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
         bad = nonfinite(x)
@@ -242,16 +279,27 @@ class Streamer:
                 return out[:o]
             t0 = time.perf_counter()
             analyse(st.f, c, t.f, t.i, st.mag)
+            bypass = self.budget.bypass
             with torch.inference_mode():
                 mask, gates, self.state.net = self._net.step(
-                    torch.from_numpy(st.mag).unsqueeze(0), self.state.net)
+                    torch.from_numpy(st.mag).unsqueeze(0), self.state.net, phi=self.stats.phi)
             o = synthesise(mask[0].numpy(), st.f, c, t.f, t.i, out, o, limit)
+            g = None
             if gates:
                 g = torch.stack([gi[0] for gi in gates]).to(torch.uint8).numpy()
-                c[OPEN] += int(g.sum(dtype=np.int64))
+            elif bypass:                           # Φ = 0: no gate ran, every channel is on
+                g = np.ones((self.cfg.model.n_blocks, self.cfg.model.hidden), np.uint8)
+            n_open = 0
+            if g is not None:
+                n_open = int(g.sum(dtype=np.int64))
+                c[OPEN] += n_open
                 if self.record_gates:
                     self._gates.append(g[None])
-            self._timed(1, time.perf_counter() - t0)
+            dt = time.perf_counter() - t0
+            self._timed(1, dt)
+            self.stats.bypassed += bypass
+            if self.budget.per_frame:
+                self.budget.frame_done(n_open, bypass, dt)
 
     def _timed(self, frames: int, dt: float) -> None:
         self.stats.seconds += dt
@@ -310,23 +358,25 @@ class Streamer:
 
 
 def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch",
-                chunk: int = 0) -> dict:
+                chunk: int = 0, phi: float | None = None, mmac: float | None = None) -> dict:
     """Stream a sound file through a :class:`Streamer` in chunks of ``chunk`` samples (0: one
     hop), as a device would receive it, and compare with offline enhancement.
 
     Returns ``us_per_frame_median``, ``us_per_frame_p99`` (compute per frame: STFT, mask
     estimation, iSTFT), ``rtf`` (wall time of all feed/flush calls / audio duration),
-    ``pruning_ratio``, ``dynamic_mmac_per_s`` (:func:`dyncp.macs.macs_at` at the measured
-    channels per frame), ``max_abs_diff_offline``, plus ``frames``, ``seconds`` and ``engine``.
-    Writes the enhanced signal to ``out_path`` when given. ``model`` is left as it was.
+    ``pruning_ratio``, ``dynamic_mmac_per_s`` (the MACs spent, :class:`StreamStats`),
+    ``max_abs_diff_offline``, ``phi`` (the budget run: ``phi`` or ``mmac`` MMAC/s of a budget
+    model; None for a model without one), plus ``frames``, ``seconds`` and ``engine``. Writes the
+    enhanced signal to ``out_path`` when given. ``model`` is left as it was.
     """
     from .audio import load_audio, save_audio
     from .enhance import enhance_tensor
-    from .macs import macs_at
 
     sr = model.cfg.stft.sample_rate
+    streamer = Streamer(model, engine, record_gates=False, record_times=True, phi=phi,
+                        budget=mmac)
     wav = load_audio(in_path, sr)
-    streamer = Streamer(model, engine, record_gates=False, record_times=True)
+    run_phi = streamer.stats.phi
     step = chunk if chunk > 0 else streamer.hop
     outs = []
     t0 = time.perf_counter()
@@ -336,7 +386,8 @@ def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch"
     wall = time.perf_counter() - t0
     out = np.concatenate(outs)
     with torch.inference_mode():
-        ref, _ = enhance_tensor(eval_copy(model), torch.from_numpy(wav).unsqueeze(0))
+        ref, _ = enhance_tensor(eval_copy(model), torch.from_numpy(wav).unsqueeze(0),
+                                phi=run_phi)
     times = np.asarray(streamer.stats.times) * 1e6
     if out_path is not None:
         save_audio(out_path, out, sr)
@@ -346,7 +397,6 @@ def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch"
         "us_per_frame_p99": float(np.percentile(times, 99)),
         "rtf": wall / (wav.shape[0] / sr),
         "pruning_ratio": streamer.pruning_ratio,
-        "dynamic_mmac_per_s": float(macs_at(model.cfg, streamer.active_per_frame))
-        * model.cfg.stft.frames_per_second / 1e6,
+        "dynamic_mmac_per_s": streamer.stats.mmac_per_s, "phi": run_phi,
         "max_abs_diff_offline": float(np.abs(out - ref[0].numpy()).max()),
     }

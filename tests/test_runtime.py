@@ -246,3 +246,42 @@ def test_thresholds_per_channel():
     st.thresh[i, c] = np.inf
     g = rt.step(x[0], st)[1]
     assert g[i, c] == 0 and (g != ref_g[..., 0]).sum() == 1
+
+
+# -- the run-time budget (issue 13) ----------------------------------------------------------------
+def test_a_budget_per_frame_equals_model_step():
+    """A budget model: each stream starts at the nominal budget; ``set_budget`` before any frame
+    (Φ = 0 included: bypassed, the pooling ring kept) gives model.step's masks and gates at the
+    same budgets; a hard cap keeps at most ``cap`` channels per block (the floor aside)."""
+    from dyncp.errors import BudgetError
+
+    torch.manual_seed(0)
+    model = randomize(ConvFSENet(load_config("configs/tiny.toml", ["gate.budget=true"])))
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.gate.budget_slope.uniform_(-0.5, 1.5)
+    rt = SparseRuntime(model, "sparse")
+    x = mags(model.cfg.stft.n_freq, 40)
+    phis = [0.5, 0.0, 0.0, 0.3, 0.3, 0.0, 0.7, 0.85, 0.1, 0.0, 0.45] * 4
+    st, state = rt.initial_state(), model.initial_state(1)
+    assert st.phi == model.cfg.loss.prune_target and not st.bypass
+    seen = []
+    for f, phi in zip(x, phis):
+        assert rt.set_budget(st, phi=phi) == phi and st.bypass == (phi == 0)
+        mask, gates, n = rt.step_into(f, st)
+        with torch.inference_mode():
+            ref_mask, ref_gates, state = model.step(torch.from_numpy(f)[None], state, phi=phi)
+        ref = (torch.stack([g[0] for g in ref_gates]).to(torch.uint8).numpy() if ref_gates
+               else np.ones_like(gates))
+        assert np.abs(mask - ref_mask[0].numpy()).max() < 1e-5
+        assert np.array_equal(gates, ref) and n == st.n_open == ref.sum()
+        seen.append(ref.mean())
+    assert sum(0.1 < g < 0.9 for g in seen) > 10      # mixed gates: not a trivial equality
+    for phi in (0.2, 0.5):
+        rt.set_budget(st, phi=phi, cap=5)
+        for f in x[:10]:
+            assert (rt.step_into(f, st)[1].sum(axis=1) <= 5).all()
+    with pytest.raises(BudgetError, match="Φ > 0"):
+        rt.set_budget(st, phi=0.0, cap=5)
+    with pytest.raises(BudgetError, match="outside"):
+        rt.set_budget(st, phi=0.9)
