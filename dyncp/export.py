@@ -28,7 +28,7 @@ from torch import nn
 
 from .atomic import atomic_path
 from .errors import DyncpError
-from .model import ConvFSENet, require_causal
+from .model import ConvFSENet, budget_code, require_causal
 
 OPSET = 17
 
@@ -60,10 +60,17 @@ class StepGraph(nn.Module):
         self.names = state_names(model)
         self.empty = [s for s in model.initial_state(1)]
 
-    def forward(self, mag_t: torch.Tensor, *state: torch.Tensor):
-        it = iter(state)
+    def forward(self, mag_t: torch.Tensor, *inputs: torch.Tensor):
+        """``(mag_t, *states)``, or for a budget model ``(mag_t, phi [1], *states)``: the
+        requested Φ is an input, 0 meaning every channel on (the gates still run in the graph;
+        only the C and numba runtimes skip them)."""
+        code = force_on = None
+        if self.model.budgeted:
+            phi, inputs = inputs[0].reshape(1), inputs[1:]
+            code, force_on = budget_code(self.model.budget_table, phi), phi <= 0
+        it = iter(inputs)
         full = [next(it) if n is not None else e for n, e in zip(self.names, self.empty)]
-        mask, gates, new = self.model.step(mag_t, full)
+        mask, gates, new = self.model.step(mag_t, full, code=code, force_on=force_on)
         keep = [s for n, s in zip(self.names, new) if n is not None]
         if gates:
             return (mask, torch.stack(gates), *keep)
@@ -103,6 +110,14 @@ def metadata(model: ConvFSENet) -> dict[str, str]:
         "feature_compress": str(cfg.model.feature_compress),
         "config": json.dumps(cfg.to_dict()),
     }
+    if model.budgeted:
+        from .budget import feasible
+        f = feasible(cfg)
+        meta["budget"] = (f"input phi [1] float32: the requested pruning ratio, changeable every "
+                          f"frame: 0 (every channel on, {f['mmac_static']:.2f} MMAC/s where a "
+                          f"runtime skips the gates) or {f['phi_min']:g} to {f['phi_max']:g} "
+                          f"({f['mmac_at_phi_min']:.2f} down to {f['mmac_min']:.2f} MMAC/s); "
+                          f"the calibration table is inside the graph")
     return meta
 
 
@@ -127,15 +142,24 @@ def verify(path: str | Path, model: ConvFSENet, frames: int = 128, seed: int = 0
     o_state = {n: s.numpy() for n, s in zip(names, t_state) if n is not None}
     out_names = [o.name for o in sess.get_outputs()]
     diff = {"mask": 0.0, "state": 0.0, "gate_mismatches": 0, "frames": frames}
+    g_cfg = model.cfg.gate
+    # a budget model: a budget that changes every few frames, 0 and both ends of the range
+    schedule = (0.5, g_cfg.budget_min, 0.0, g_cfg.budget_max, 0.3, 0.75)
     for t in range(frames):
         # |STFT|-like input: positive, heavy-tailed, some silent frames
         mag = torch.rand(1, n_freq, generator=gen) ** 3 * (4.0 if t % 7 else 0.01)
+        feed = {"mag_t": mag.numpy(), **o_state}
+        phi = None
+        if model.budgeted:
+            phi = schedule[(t // 5) % len(schedule)]
+            feed["phi"] = np.array([phi], np.float32)
         with torch.inference_mode():
-            mask, gates, t_state = model.step(mag, t_state)
-        res = dict(zip(out_names, sess.run(None, {"mag_t": mag.numpy(), **o_state})))
+            mask, gates, t_state = model.step(mag, t_state, phi=phi)
+        res = dict(zip(out_names, sess.run(None, feed)))
         diff["mask"] = max(diff["mask"], float(np.abs(res["mask_t"] - mask.numpy()).max()))
-        if gates:
-            g = torch.stack(gates).numpy()
+        if model.gated:
+            g = (torch.stack(gates).numpy() if gates else     # Φ = 0: every channel on
+                 np.ones((model.cfg.model.n_blocks, 1, model.cfg.model.hidden), np.float32))
             diff["gate_mismatches"] += int((res["gates"] != g).sum())
         for n, s in zip(names, t_state):
             if n is not None:
@@ -161,10 +185,11 @@ def export_onnx(model: ConvFSENet, path: str | Path, frames: int = 128) -> dict:
     path.parent.mkdir(parents=True, exist_ok=True)
     graph = StepGraph(model).eval()
     names = state_names(model)
-    inputs = ["mag_t"] + [n for n in names if n is not None]
+    inputs = ["mag_t"] + (["phi"] if model.budgeted else []) + [n for n in names if n is not None]
     outputs = ["mask_t"] + (["gates"] if model.gated else []) + [
         f"{n}_out" for n in names if n is not None]
     args = (torch.zeros(1, model.cfg.stft.n_freq),
+            *([torch.full((1,), 0.5)] if model.budgeted else []),
             *[s for n, s in zip(names, model.initial_state(1)) if n is not None])
     with atomic_path(path) as tmp:      # a failed export or verification leaves no file
         with warnings.catch_warnings(), torch.no_grad():

@@ -119,7 +119,8 @@ class GatedBlock(nn.Module):
                 torch.zeros(batch, hidden, self.context, device=device, dtype=dtype)]
 
     def step(self, h_t: torch.Tensor, state: State, phi: torch.Tensor | None = None,
-             gated: bool = True) -> tuple[torch.Tensor, torch.Tensor | None, State]:
+             gated: bool = True, force_on: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor | None, State]:
         """One frame: h_t [B, B_res] -> (h_t [B, B_res], gates_t [B, H] | None, new state).
         ``phi``: a budget gate's Φ code [B]; ``gated=False`` runs every channel (Φ = 0)."""
         if not self.causal:
@@ -130,6 +131,8 @@ class GatedBlock(nn.Module):
         hist = torch.cat([pool_cache, x], dim=-1)                   # [B, B_res, L]
         if self.gate is not None and gated:
             g = self.gate.binarize(self.gate.window_scores(hist, phi))  # same ops as offline
+            if force_on is not None:     # traced graphs: Φ = 0 as data, every channel on
+                g = torch.where(force_on.view(-1, 1, 1), torch.ones_like(g), g)
         u = self.bn1(self.act1(self.pw1(x)))                        # [B, H, 1]
         if g is not None:
             u = u * g
@@ -144,13 +147,15 @@ class GatedBlock(nn.Module):
 def budget_code(table: torch.Tensor, phi: torch.Tensor) -> torch.Tensor:
     """:meth:`ConvFSENet.budget_code` of a calibration table [2, P] (requested Φ, Φ code): shared
     with the sparse runtime, which keeps the table without the model."""
+    # A sum of clamped ramps, one per segment (no search: the ONNX graph traces it as is):
+    # y0/x0 * clamp(p, 0, x0) + sum_i slope_i * clamp(p - x_i, 0, x_{i+1} - x_i).
     x, y = table[0], table[1]
-    p = phi.to(x.dtype).clamp(max=float(x[-1]))
-    i = torch.searchsorted(x, p).clamp(1, x.numel() - 1)
-    x0, x1, y0, y1 = x[i - 1], x[i], y[i - 1], y[i]
-    inside = y0 + (y1 - y0) * (p - x0) / (x1 - x0).clamp_min(1e-12)
-    below = y[0] * p.clamp_min(0) / x[0]
-    return torch.where(p < x[0], below, inside)
+    p = phi.to(x.dtype).unsqueeze(-1)                                     # [B, 1]
+    widths = (x[1:] - x[:-1]).clamp_min(1e-12)
+    slopes = (y[1:] - y[:-1]) / widths
+    ramps = torch.minimum(torch.clamp(p - x[:-1], min=0.0), widths)       # [B, P-1]
+    first = y[0] / x[0] * torch.minimum(torch.clamp(p, min=0.0), x[:1])  # [B, 1]
+    return (first + (slopes * ramps).sum(-1, keepdim=True)).squeeze(-1)
 
 
 class ConvFSENet(nn.Module):
@@ -250,7 +255,8 @@ class ConvFSENet(nn.Module):
         """Flat list of state tensors, two per block (see ``GatedBlock.initial_state``)."""
         return [t for b in self.blocks for t in b.initial_state(batch, device, dtype)]
 
-    def step(self, mag_t: torch.Tensor, state: State, phi: float | torch.Tensor | None = None
+    def step(self, mag_t: torch.Tensor, state: State, phi: float | torch.Tensor | None = None,
+             *, code: torch.Tensor | None = None, force_on: torch.Tensor | None = None
              ) -> tuple[torch.Tensor, list[torch.Tensor], State]:
         """One frame: mag_t [B, F] -> (mask_t [B, F], gates_t list of [B, H], new state).
 
@@ -259,13 +265,16 @@ class ConvFSENet(nn.Module):
         """
         if not self.causal:
             raise RuntimeError("step() needs a causal model (model.causal = true)")
-        code, bypass, gated = self._budget(phi, mag_t.shape[0], mag_t.device)
+        if code is None:
+            code, bypass, gated = self._budget(phi, mag_t.shape[0], mag_t.device)
+        else:   # the traced ONNX step: the Φ code and the Φ = 0 flag come in as tensors
+            bypass, gated = None, True
         if bypass is not None:
             raise ValueError("step: phi = 0 for some items only; step each budget separately")
         h = F.relu(self.front(self._features(mag_t).unsqueeze(-1))).squeeze(-1)
         gates, new_state = [], []
         for i, block in enumerate(self.blocks):
-            h, g, s = block.step(h, state[2 * i: 2 * i + 2], code, gated)
+            h, g, s = block.step(h, state[2 * i: 2 * i + 2], code, gated, force_on)
             new_state.extend(s)
             if g is not None:
                 gates.append(g)

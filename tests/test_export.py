@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -186,3 +187,51 @@ def test_onnx_metadata_says_what_a_deployer_needs(tmp_path):
     out = scope["enhance_onnx"](tmp_path / "m.onnx", noisy)
     ref = Streamer(model).process(noisy)
     assert out.shape == ref.shape and np.abs(out - ref).max() < 1e-5
+
+
+def test_onnx_of_a_budget_model_takes_phi_as_an_input(tmp_path, randomize):
+    """The budget is a graph input: export verifies onnxruntime against ``model.step`` over a
+    budget that changes every 5 frames (0 and both ends of the range included)."""
+    pytest.importorskip("onnxruntime")
+    import dyncp.export as E
+    from dyncp.config import load_config
+    from dyncp.model import build_model
+
+    m = randomize(build_model(load_config(Path(__file__).resolve().parents[1] / "configs/tiny.toml", ["gate.budget=true"])),
+                  seed=2)
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.gate.budget_slope.uniform_(-0.5, 1.5)
+        m.budget_table[1].mul_(0.9)        # a calibrated (non-identity) table
+    summary = E.export_onnx(m, tmp_path / "b.onnx", frames=120)
+    assert summary["inputs"][:2] == ["mag_t", "phi"] and summary["gate_mismatches"] == 0
+    import onnx
+    props = {p.key: p.value for p in onnx.load(str(tmp_path / "b.onnx")).metadata_props}
+    assert "input phi" in props["budget"]
+
+    class Ignores(E.StepGraph):                 # a graph that drops the budget input
+        def forward(self, mag_t, *inputs):
+            return super().forward(mag_t, inputs[0] * 0 + 0.5, *inputs[1:])
+
+    real = E.StepGraph
+    E.StepGraph = Ignores
+    try:
+        with pytest.raises(DyncpError, match="disagrees"):
+            E.export_onnx(m, tmp_path / "c.onnx", frames=120)
+    finally:
+        E.StepGraph = real
+    assert not (tmp_path / "c.onnx").exists()
+
+
+def test_budget_code_equals_interpolation():
+    import numpy as np
+    from dyncp.model import budget_code
+
+    rng = np.random.default_rng(0)
+    x = np.sort(rng.uniform(0.1, 0.9, 12)); x[0], x[-1] = 0.1, 0.85
+    y = np.sort(rng.uniform(0.05, 0.95, 12))
+    table = torch.tensor(np.stack([x, y]), dtype=torch.float32)
+    p = np.array([0.0, 0.05, 0.1, 0.33, 0.5, 0.77, 0.85, 0.9], np.float32)
+    want = np.where(p < x[0], y[0] * p / x[0], np.interp(p, x, y))
+    got = budget_code(table, torch.from_numpy(p)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-6)
