@@ -210,7 +210,7 @@ def evaluate_checkpoint(ckpt: str | Path, data_spec: str, split: str = "test", l
                        limit=limit)
     out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress, phi=phi)
     from .devset import breakdown, read_manifest
-    manifest = read_manifest(data_spec) if Path(str(data_spec).split(":", 1)[-1]).is_dir() else {}
+    manifest = read_manifest(data_spec)      # {} for specs without a manifest.csv
     if manifest:   # e.g. realdev: scores per band, noise kind and SNR
         out["by"] = breakdown(out["files"], manifest)
     out["info"] = {"checkpoint": str(ckpt), "data": data_spec, "split": split,

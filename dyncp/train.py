@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler
 
+from .atomic import write_text
 from .budget import sample_budgets
 from .checkpoint import load_model, save_atomic, save_model
 from .config import Config
@@ -45,7 +46,7 @@ from .malloc import keep_freed_memory
 from .model import ConvFSENet, build_model
 from .train_state import (LOG_COLUMNS, MACHINE_KEYS, STATE_FORMAT, STATE_VERSION, _Dist,  # noqa: F401
                           _EMA, _config_diff, _log_tensorboard, _read_log, _rng_state,
-                          _seed_everything, _set_rng_state, _write_log, _write_text_atomic,
+                          _seed_everything, _set_rng_state, _write_log,
                           load_state)
 
 def phi_target(cfg: Config, step: int, total_steps: int) -> float:
@@ -236,7 +237,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
 
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        _write_text_atomic(run_dir / "config.toml", cfg.to_toml())
+        write_text(run_dir / "config.toml", cfg.to_toml())
     log_rows = _read_log(run_dir / "log.csv")[:start_epoch] if d.main else []
     if state is not None:
         _set_rng_state(state["rng"])  # last: nothing above may draw from the restored RNGs

@@ -125,10 +125,6 @@ class _EMA:
             b_e.copy_(b)
 
 
-def _write_text_atomic(path: Path, text: str) -> None:
-    write_text(path, text)
-
-
 def _read_log(path: Path) -> list[dict[str, str]]:
     if not path.is_file():
         return []
@@ -142,7 +138,7 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in r.items()})
-    _write_text_atomic(path, buf.getvalue())
+    write_text(path, buf.getvalue())
 
 
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:

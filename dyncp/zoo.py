@@ -135,7 +135,6 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
     import datetime
 
     from .checkpoint import MODEL_FORMAT, MODEL_VERSION, load_dict
-    from .devset import breakdown, read_manifest
     from .evaluate import evaluate_checkpoint
 
     src = load_dict(Path(checkpoint), MODEL_FORMAT, MODEL_VERSION)
@@ -165,7 +164,7 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
               "phi_speech": m.get("pruning_ratio_speech"),
               "phi_nonspeech": m.get("pruning_ratio_nonspeech"),
               "noisy_pesq_wb": noisy.get("pesq_wb"),
-              "by": res.get("by") or breakdown(res["files"], read_manifest(dev))}
+              "by": res.get("by", {})}
     updates: dict[str, Any] = {"dev": scores}
     if calibration is not None:
         updates["calibration"] = calibration
