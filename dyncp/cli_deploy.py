@@ -13,12 +13,14 @@ from .errors import DyncpError
 
 
 # -- shipped models (issue 11) and the run-time budget (issue 13) --------------------------------
-def _add_budget(p: argparse.ArgumentParser) -> None:
+def _add_budget(p: argparse.ArgumentParser):
+    """--phi / --budget, mutually exclusive; returns the group (stream adds the governor)."""
     g = p.add_mutually_exclusive_group()
     g.add_argument("--phi", type=float, default=None, help="budget models: the pruning ratio to "
                    "run (0 = every channel; otherwise within the model's range, e.g. 0.1-0.85)")
     g.add_argument("--budget", type=float, default=None, metavar="MMAC_PER_S",
                    help="budget models: the compute budget in MMAC/s (the lowest Φ that fits)")
+    return g
 
 
 def _budget_phi(model, args: argparse.Namespace):
@@ -104,7 +106,27 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1, as a "
                    "single-core device)")
     p.add_argument("--json", metavar="OUT", help="also write the figures as JSON")
-    _add_budget(p)
+    g = _add_budget(p)
+    g.add_argument("--governor", type=float, default=None, metavar="MMAC_PER_S",
+                   help="budget models: hold this average MMAC/s over every --window, frame by "
+                   "frame (more on hard frames, less on easy ones)")
+    g.add_argument("--governor-us", type=float, default=None, metavar="US",
+                   help="budget models: hold this average compute time per frame (µs, measured "
+                   "on this machine)")
+    p.add_argument("--window", type=float, default=10.0, metavar="S",
+                   help="governor: the window its average is held over (default 10 s)")
+    p.add_argument("--cap", type=float, default=None, metavar="MMAC_PER_S",
+                   help="governor: a hard cap on any single frame's compute")
+
+
+def _governor(args: argparse.Namespace):
+    if args.governor is None and args.governor_us is None:
+        if args.cap is not None:
+            raise DyncpError("--cap needs --governor or --governor-us")
+        return None
+    from .governor import Governor
+    return Governor(mmac=args.governor, us=args.governor_us, window_s=args.window,
+                    cap_mmac=args.cap)
 
 
 def _stream_run(args: argparse.Namespace) -> int:
@@ -114,9 +136,10 @@ def _stream_run(args: argparse.Namespace) -> int:
     from .streaming import stream_file
 
     torch.set_num_threads(max(args.threads, 1))
+    gov = _governor(args)
     model, _ = load_model(args.checkpoint)
     r = stream_file(model, args.input, args.output, engine=args.engine, chunk=args.chunk,
-                    phi=args.phi, mmac=args.budget)
+                    phi=args.phi, mmac=args.budget, governor=gov)
     print(f"engine            {r['engine']}  ({r['frames']} frames, {r['seconds']:.2f} s)")
     print(f"us per frame      median {r['us_per_frame_median']:.1f}  p99 "
           f"{r['us_per_frame_p99']:.1f}")
@@ -126,7 +149,15 @@ def _stream_run(args: argparse.Namespace) -> int:
                                                      if r["phi"] == 0 else ""))
     print(f"pruning ratio     {r['pruning_ratio']:.3f}")
     print(f"dynamic MMAC/s    {r['dynamic_mmac_per_s']:.2f}")
-    print(f"max |stream - offline| {r['max_abs_diff_offline']:.2e}")
+    gs = r["governor"]
+    if gs is not None:
+        fmt = (lambda v: "-" if v is None else f"{v:.2f}")
+        print(f"governor          target {gs['target']:g} {gs['unit']}, mean {fmt(gs['mean'])}; "
+              f"{gs['window_s']:g} s window mean {fmt(gs['window_mean_min'])} to "
+              f"{fmt(gs['window_mean_max'])}" + ("" if gs["window_mean_max"] is not None
+                                                  else " (stream shorter than one window)"))
+    else:
+        print(f"max |stream - offline| {r['max_abs_diff_offline']:.2e}")
     print(f"wrote {args.output}")
     if args.json:
         write_json(args.json, r)

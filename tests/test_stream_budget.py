@@ -241,3 +241,43 @@ def test_a_governor_or_a_budget_not_both(model):
     s = Streamer(model, "sparse", governor=Governor(mmac=f["mmac_min"] * 1.2))
     with pytest.raises(DyncpError, match="governor"):
         s.set_budget(phi=0.5)
+
+
+def test_stream_cli_governor(model, tmp_path):
+    """``dyncp stream --governor MMAC/s --window S``: the stream's spend is held at the target
+    (its JSON carries the governor's statistics); a governor on a model without a run-time budget,
+    a --cap without a governor, and a governor beside --phi are errors (exit 2), nothing written."""
+    from dyncp.audio import save_audio
+    from dyncp.cli import main
+
+    ckpt = save_model(model, tmp_path / "budget.pt")
+    rng = np.random.default_rng(3)
+    n = 16000 * 6
+    t = np.arange(n) / 16000
+    sig = (0.3 * np.sin(2 * np.pi * 200 * t) * (np.sin(2 * np.pi * 0.5 * t) > 0)
+           + 0.05 * rng.standard_normal(n)).astype(np.float32)
+    wav = save_audio(tmp_path / "in.wav", sig)
+    f = feasible(model.cfg)
+    target = 0.5 * (f["mmac_at_phi_min"] + f["mmac_min"])
+    js = tmp_path / "g.json"
+    assert main(["stream", "-c", str(ckpt), str(wav), "-o", str(tmp_path / "o.wav"),
+                 "--governor", str(target), "--window", "2", "--json", str(js)]) == 0
+    r = json.loads(js.read_text())
+    g = r["governor"]
+    assert r["phi"] is None and r["max_abs_diff_offline"] is None
+    assert g["target"] == pytest.approx(target) and g["unit"] == "MMAC/s"
+    assert g["mean"] == pytest.approx(target, rel=0.03)
+    assert g["mean"] == pytest.approx(r["dynamic_mmac_per_s"], rel=1e-6)
+    assert g["window_mean_max"] is not None
+    assert abs(g["window_mean_max"] / target - 1) < 0.05
+    assert abs(g["window_mean_min"] / target - 1) < 0.05
+    plain = save_model(randomize_model(build_model(load_config("configs/tiny.toml"))),
+                       tmp_path / "plain.pt")
+    out = tmp_path / "none.wav"
+    assert main(["stream", "-c", str(plain), str(wav), "-o", str(out),
+                 "--governor", str(target)]) == 2
+    assert main(["stream", "-c", str(ckpt), str(wav), "-o", str(out), "--cap", "5"]) == 2
+    with pytest.raises(SystemExit):
+        main(["stream", "-c", str(ckpt), str(wav), "-o", str(out), "--phi", "0.5",
+              "--governor", str(target)])
+    assert not out.exists()
