@@ -72,6 +72,11 @@ def load_recordings(folder: str | Path, sample_rate: int = 16000) -> list[Record
     return [Recording(p.stem, load_audio(p, sample_rate), notes.get(p.name, "")) for p in files]
 
 
+def _shipped_cards() -> list[dict]:
+    from . import zoo
+    return zoo.list_models()
+
+
 def shipped_on_recordings(recordings_dir: str | Path = RECORDINGS_DIR
                           ) -> tuple[dict, list[Recording], str]:
     """What the report's real-recordings section needs: (shipped models by name, recordings,
@@ -195,7 +200,7 @@ def run_demo(out: str | Path = "runs/demo", static_config: str | Path = "configs
                                 f"split of {len(pairs)} files. Configs: {static_config}, "
                                 f"{dyncp_config}.",
                           recordings=recs, recording_models=rec_models,
-                          recordings_note=rec_note)
+                          recordings_note=rec_note, shipped=_shipped_cards())
     _log(f"report written in {time.time() - t_rec:.1f} s")
     rows = json.loads((out / "report" / "results.json").read_text())
     write_json(out / "results.json", rows)

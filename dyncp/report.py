@@ -265,8 +265,10 @@ def _recordings_html(recordings: list[dict] | None, note: str) -> str:
 
 def write_html(out_dir: Path, rows: list[dict], evals: dict[str, dict], figures: dict[str, str],
                examples: list[dict], title: str = "dyncp report", notes: str = "",
-               recordings: list[dict] | None = None, recordings_note: str = "") -> Path:
+               recordings: list[dict] | None = None, recordings_note: str = "",
+               shipped: str = "") -> Path:
     """Write ``out_dir/report.html``. ``figures``/``examples`` hold paths relative to out_dir;
+    ``shipped``: the shipped-models section (:func:`dyncp.report_zoo.shipped_html`);
     ``recordings`` (from :func:`recording_examples`) adds the section on real recordings,
     introduced by ``recordings_note``; without recordings the note alone says why."""
     ex_html = [_example_html(ex) for ex in examples]
@@ -281,7 +283,7 @@ activations and gate pooling excluded); dynamic MACs include the gates' own cost
 gated channels omitted, averaged over files, frames, channels and blocks.</p>
 {fig_html}{_per_block_html(evals)}
 <h2>Examples: which channels the gates switched off, and when</h2>{''.join(ex_html)}
-{_recordings_html(recordings, recordings_note)}
+{shipped}{_recordings_html(recordings, recordings_note)}
 <script type='application/json' id='results-json'>{json.dumps(rows)}</script>
 <script>window.addEventListener('load', function () {{
   var imgs = document.images, ok = 0;
@@ -298,14 +300,15 @@ def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict
                  n_examples: int = 3, title: str = "dyncp report", notes: str = "",
                  static_name: str | None = "static", recordings: list | None = None,
                  recording_models: dict[str, ConvFSENet] | None = None,
-                 recordings_note: str = "") -> Path:
+                 recordings_note: str = "", shipped: list[dict] | None = None) -> Path:
     """Evaluated models + a few example pairs -> a self-contained report folder.
 
     ``pairs``: objects with ``name``, ``noisy``, ``clean`` (numpy [N] at the models' rate).
     ``recordings`` (objects with ``name``, ``wav`` [N] at ``recording_models``' rate and
     ``note``) are enhanced by ``recording_models`` (e.g. the shipped ones) into a section of
     their own (:func:`recording_examples`); ``recordings_note`` introduces it, or says why it
-    is missing. Returns the path of ``report.html``.
+    is missing. ``shipped`` (:func:`dyncp.zoo.list_models`) adds the shipped models' quality
+    against compute from their cards. Returns the path of ``report.html``.
     """
     out = Path(out_dir)
     (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -326,8 +329,11 @@ def build_report(out_dir: str | Path, models: dict[str, ConvFSENet], evals: dict
         examples.append({"name": pair.name, "audio": audio + more, "figures": figs})
     real = (recording_examples(out, recording_models, recordings)
             if recordings and recording_models else None)
+    from .report_zoo import shipped_section
     return write_html(out, rows, evals, figures, examples, title=title, notes=notes,
-                      recordings=real, recordings_note=recordings_note)
+                      recordings=real, recordings_note=recordings_note,
+                      shipped=shipped_section(out, shipped or []))
+
 
 
 def _enhance_example(out: Path, stem: str, label: str, noisy: np.ndarray,
