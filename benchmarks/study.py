@@ -86,6 +86,10 @@ ROWS = [
         ("a5",)),
     Row("e2", "fixed75", "a5 with one fixed mask for all inputs (most-used; evaluation only)",
         ("a5",)),
+    Row("f1", "speech75", "as a5 with the speech-tied usage target (non-speech frames Φ_trgt "
+        "+ 0.2, the mean at 0.75; loss.frame_target)", ("a1",)),
+    Row("f2", "speech50", "as a4 with the speech-tied usage target (non-speech frames Φ_trgt "
+        "+ 0.3, the mean at 0.5)", ("a1",)),
 ]
 BY_KEY = {**{r.id: r for r in ROWS}, **{r.name: r for r in ROWS}}
 
@@ -223,6 +227,11 @@ class Study:
                                 "loss.usage_mode": "per_block"}, n, "a1")
         if name == "scratch75":
             return self._train({**dyn, "loss.prune_target": 0.75}, s0 + n)
+        if name in ("speech75", "speech50"):
+            return self._train({**dyn, "loss.prune_target": int(name[6:]) / 100,
+                                "loss.frame_target": "speech",
+                                "loss.frame_spread": 0.2 if name == "speech75" else 0.3},
+                               n, "a1")
         if name in ("utter75", "fixed75"):
             return Plan(None, 0, self.result("a5")["plan"]["total_steps"], "a5",
                         gate_cost=name == "utter75")

@@ -188,7 +188,7 @@ def plot(report: dict, path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colors = {"a": "C0", "b": "C1", "c": "C2", "d": "C3", "e": "C4"}
+    colors = {"a": "C0", "b": "C1", "c": "C2", "d": "C3", "e": "C4", "f": "C5"}
     fig, ax = plt.subplots(figsize=(7.0, 4.4))
     for r in report["rows"]:
         if r["pesq_wb"] is None:

@@ -21,6 +21,7 @@ from .errors import ConfigError
 
 SURROGATES = ("ste", "ste_clipped", "sigmoid", "stochastic")
 USAGE_MODES = ("global", "per_block")
+FRAME_TARGETS = ("none", "speech")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -126,6 +127,11 @@ class LossConfig:
     prune_target: float = 0.75  # Phi_trgt: fraction of gated channels omitted on average
     usage_weight: float = 5.0   # lambda
     usage_mode: str = "global"
+    # Speech-tied usage target (issue 12 item 3, docs/study.md) [decided]: "speech" trains
+    # non-speech frames toward Φ_trgt + frame_spread and speech frames toward what keeps each
+    # item's mean at Φ_trgt (losses.speech_usage_loss); "none" is the paper's L_DCP.
+    frame_target: str = "none"
+    frame_spread: float = 0.2
 
     def validate(self, p: str = "loss") -> None:
         _check(0 < self.compress <= 1, f"{p}.compress", "must be in (0, 1]")
@@ -135,6 +141,11 @@ class LossConfig:
         _check(self.usage_weight >= 0, f"{p}.usage_weight", "must be >= 0")
         _check(self.usage_mode in USAGE_MODES, f"{p}.usage_mode",
                f"must be one of {', '.join(USAGE_MODES)}, got {self.usage_mode!r}")
+        _check(self.frame_target in FRAME_TARGETS, f"{p}.frame_target",
+               f"must be one of {', '.join(FRAME_TARGETS)}, got {self.frame_target!r}")
+        _check(0 < self.frame_spread < 1, f"{p}.frame_spread", "must be in (0, 1)")
+        _check(self.frame_target == "none" or self.usage_mode == "global", f"{p}.frame_target",
+               "a per-frame target needs usage_mode = \"global\"")
 
 
 @dataclass(frozen=True)

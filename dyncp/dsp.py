@@ -73,3 +73,17 @@ def frame_energy_db(wav: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
     spec = stft(wav, cfg)
     e = spec.abs().pow(2).sum(dim=-2)
     return 10.0 * torch.log10(e + 1e-12)
+
+
+#: A frame is speech when its clean energy lies within this many dB of the signal's loudest
+#: frame [decided]: evaluation's Φ on speech / non-speech frames and the speech-tied usage
+#: target in training (loss.frame_target) share it.
+SPEECH_FLOOR_DB = 40.0
+
+
+def speech_mask(clean: torch.Tensor, cfg: STFTConfig,
+                floor_db: float = SPEECH_FLOOR_DB) -> torch.Tensor:
+    """Clean waveform [N] or [B, N] -> bool [T] or [B, T]: STFT frames whose energy lies within
+    ``floor_db`` of the same signal's loudest frame."""
+    e = frame_energy_db(clean, cfg)
+    return e >= e.amax(dim=-1, keepdim=True) - floor_db

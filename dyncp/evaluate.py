@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .dsp import frame_energy_db
+from .dsp import SPEECH_FLOOR_DB, speech_mask
 from .enhance import enhance_tensor
 from .errors import AudioError, DyncpWarning
 from .macs import (PhiMeter, dynamic_macs, frames_per_second, gate_macs_per_frame,
@@ -34,7 +34,6 @@ from .macs import (PhiMeter, dynamic_macs, frames_per_second, gate_macs_per_fram
 from .model import ConvFSENet
 
 METRIC_KEYS = ("pesq_wb", "pesq_nb", "stoi", "estoi", "si_sdr", "csig", "cbak", "covl")
-SPEECH_FLOOR_DB = 40.0
 
 
 def _clean_float(x: Any) -> Any:
@@ -95,9 +94,8 @@ class _GateStats:
 
 
 def speech_frames(clean: torch.Tensor, cfg, floor_db: float = SPEECH_FLOOR_DB) -> np.ndarray:
-    """[N] clean waveform -> [T] bool: STFT-frame energy within ``floor_db`` of the loudest frame."""
-    e = frame_energy_db(clean, cfg.stft).numpy()
-    return e >= e.max() - floor_db
+    """[N] clean waveform -> [T] bool (:func:`dyncp.dsp.speech_mask`)."""
+    return speech_mask(clean, cfg.stft, floor_db).numpy()
 
 
 def _score(name: str, what: str, est: np.ndarray, clean: np.ndarray, sr: int,

@@ -4,7 +4,9 @@
   waveform, both signals normalised by the clean signal's active-speech level;
 - :func:`si_sdr` / :func:`si_sdr_loss`: scale-invariant SDR in dB;
 - :func:`pruning_ratio` and :func:`usage_loss`: the DynCP auxiliary loss L_DCP, global
-  ``(Phi - Phi_trgt)^2`` or per block ``mean_b (Phi_b - Phi_trgt)^2``.
+  ``(Phi - Phi_trgt)^2`` or per block ``mean_b (Phi_b - Phi_trgt)^2``;
+- :func:`speech_usage_loss`: L_DCP with a speech-tied target per frame (``loss.frame_target =
+  "speech"``, issue 12 item 3): more pruning on non-speech frames, the mean kept at Φ_trgt.
 """
 
 from __future__ import annotations
@@ -12,7 +14,10 @@ from __future__ import annotations
 import torch
 
 from .config import LossConfig, STFTConfig
-from .dsp import stft
+from .dsp import speech_mask, stft
+
+#: The most a speech-tied target asks of a non-speech frame (some channels stay on).
+FRAME_TARGET_CAP = 0.95
 
 
 def active_level(wav: torch.Tensor, cfg: STFTConfig, floor_db: float = 40.0) -> torch.Tensor:
@@ -108,6 +113,44 @@ def pruning_ratio_per_item(gates: list[torch.Tensor]) -> torch.Tensor:
     return 1.0 - torch.stack([g.mean(dim=(1, 2)) for g in gates])
 
 
+def frame_targets(target: torch.Tensor, nonspeech: torch.Tensor, spread: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-item targets of the speech-tied L_DCP: (Φ on speech frames, Φ on non-speech frames),
+    each [B], for item targets ``target`` [B] and non-speech frame shares ``nonspeech`` [B].
+    Non-speech frames aim at ``min(target + spread, FRAME_TARGET_CAP)``; speech frames at what
+    keeps the item's mean at ``target`` (clamped to [0, target]: an item of mostly non-speech
+    cannot push its speech frames below 0)."""
+    ns = torch.clamp(target + spread, max=FRAME_TARGET_CAP)
+    ns = torch.maximum(ns, target)
+    sp = (target - nonspeech * ns) / (1.0 - nonspeech).clamp_min(1e-6)
+    return torch.minimum(sp.clamp_min(0.0), target), ns
+
+
+def speech_usage_loss(gates: list[torch.Tensor], speech: torch.Tensor, target: torch.Tensor,
+                      spread: float, items: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
+    """L_DCP with a speech-tied target per frame [decided] (issue 12 item 3): for each item b,
+    ``(Φ_S,b - τ_S,b)^2 + (Φ_N,b - τ_N,b)^2`` where Φ_S,b and Φ_N,b are the pruning ratios of
+    its speech and non-speech frames (every block and channel) and τ from :func:`frame_targets`;
+    an item without non-speech frames has only the first term, which is the paper's global
+    L_DCP. Mean over ``items`` (bool [B]; default all). ``gates``: [B, H, T] per block;
+    ``speech`` [B, T] bool; ``target`` [B]. Returns (loss, Φ of the counted items, detached)."""
+    if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
+        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
+                         f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
+    phi_t = 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)      # [B, T]
+    sp = speech.to(phi_t.dtype)
+    n_sp, n_ns = sp.sum(-1), (1 - sp).sum(-1)
+    phi_s = (phi_t * sp).sum(-1) / n_sp.clamp_min(1)
+    phi_n = (phi_t * (1 - sp)).sum(-1) / n_ns.clamp_min(1)
+    tau_s, tau_n = frame_targets(target.to(phi_t.dtype), n_ns / (n_sp + n_ns), spread)
+    err = (phi_s - tau_s).pow(2) * (n_sp > 0) + (phi_n - tau_n).pow(2) * (n_ns > 0)
+    w = torch.ones_like(err) if items is None else items.to(err.dtype)
+    loss = (err * w).sum() / w.sum().clamp_min(1.0)
+    phi = (phi_t.detach().mean(-1) * w).sum() / w.sum().clamp_min(1.0)
+    return loss, phi
+
+
 def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
                valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_DCP: ``(Phi - target)^2`` (global) or the mean of per-block squared errors."""
@@ -126,7 +169,16 @@ def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor]
     if cfg.si_sdr_weight > 0:
         out["si_sdr"] = si_sdr_loss(est, clean)
         loss = loss + cfg.si_sdr_weight * out["si_sdr"]
-    if gates and isinstance(target, torch.Tensor) and target.dim() == 1:
+    if gates and cfg.frame_target == "speech":
+        t = cfg.prune_target if target is None else target
+        per_item = isinstance(t, torch.Tensor) and t.dim() == 1
+        # budget models: items run at Φ = 0 ran every channel and do not count
+        items = t > 0 if per_item else None
+        t = t if per_item else torch.as_tensor(t, dtype=est.dtype).expand(est.shape[0])
+        out["usage"], out["phi"] = speech_usage_loss(gates, speech_mask(clean, stft_cfg),
+                                                     t, cfg.frame_spread, items)
+        loss = loss + cfg.usage_weight * out["usage"]
+    elif gates and isinstance(target, torch.Tensor) and target.dim() == 1:
         # a budget model: one target per item; items at Φ = 0 ran every channel and do not count
         phi_bi = pruning_ratio_per_item(gates)                           # [n_blocks, B]
         items = target > 0

@@ -142,7 +142,8 @@ def test_constant_gate_holds_its_mask_through_training(tiny_cfg):
 def test_rows_bring_what_they_need():
     assert [r.id for r in study.selected("b2")] == ["a1", "a4", "b2"]
     assert [r.id for r in study.selected("struct75,e1")] == ["a1", "a5", "b6", "e1"]
-    assert len(study.selected(None)) == len(study.ROWS) == 22
+    assert len(study.selected(None)) == len(study.ROWS) == 24
+    assert [r.id for r in study.selected("speech75")] == ["a1", "f1"]
     with pytest.raises(Exception, match="unknown row"):
         study.selected("z9")
 
