@@ -162,7 +162,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
         state = load_state(state_path)
         # how many threads the machine gives a run is no part of the recipe: a run started on
         # one core may continue on two
-        diff = [k for k in _config_diff(state.get("config", {}), cfg.to_dict())
+        # a key added to the config since the state was written takes its default
+        diff = [k for k in _config_diff(Config.from_dict(state.get("config", {})).to_dict(),
+                                        cfg.to_dict())
                 if k not in MACHINE_KEYS]
         finished = int(state["epoch"]) >= cfg.train.epochs
         if diff and not (resume and diff == ["train.epochs"]):

@@ -167,6 +167,10 @@ def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch):
     assert T.load_state(tmp_path / "b" / "state.pt")["epoch"] == 1
     with pytest.raises(ConfigError, match="--resume"):
         T.train(cfg, tmp_path / "b", progress=False)
+    # a state written before a config key existed resumes (the key takes its default)
+    st = T.load_state(tmp_path / "b" / "state.pt")
+    del st["config"]["loss"]["frame_target"], st["config"]["loss"]["frame_spread"]
+    torch.save(st, tmp_path / "b" / "state.pt")
     T.train(cfg, tmp_path / "b", resume=True, progress=False)
 
     a, b = _weights(tmp_path / "a" / "last.pt"), _weights(tmp_path / "b" / "last.pt")
