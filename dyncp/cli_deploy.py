@@ -133,7 +133,7 @@ def _stream_run(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import load_model
-    from .streaming import stream_file
+    from .stream_io import stream_file
 
     torch.set_num_threads(max(args.threads, 1))
     gov = _governor(args)

@@ -21,7 +21,8 @@ from dyncp.enhance import enhance_tensor
 from dyncp.errors import BudgetError, DyncpError
 from dyncp.macs import macs_at, static_macs_per_frame
 from dyncp.model import build_model
-from dyncp.streaming import Streamer, stream_file
+from dyncp.stream_io import stream_file
+from dyncp.streaming import Streamer
 from conftest import randomize_model
 
 torch.set_num_threads(1)

@@ -13,7 +13,8 @@ from dyncp.config import load_config
 from dyncp.enhance import enhance_tensor
 from dyncp.errors import AudioError, ConfigError, DyncpError
 from dyncp.model import ConvFSENet
-from dyncp.streaming import Streamer, stream_file
+from dyncp.stream_io import stream_file
+from dyncp.streaming import Streamer
 from conftest import randomize_model
 
 torch.set_num_threads(1)
