@@ -5,7 +5,9 @@ A run folder holds::
 
     config.toml   the resolved config
     log.csv       one row per epoch (training loss/Φ, validation PESQ-WB/SI-SDR/Φ, speed)
-    best.pt       model checkpoint with the best validation PESQ-WB (ties and NaN: lower loss)
+    best.pt       model checkpoint with the best validation PESQ-WB (ties and NaN: lower loss);
+                  for a gated model only epochs that end with the Φ_trgt ramp finished count
+                  (an epoch early in the ramp prunes little and would otherwise win)
     last.pt       model checkpoint after the last finished epoch
     state.pt      resume state (format "dyncp-train-state"): model, optimiser, scheduler,
                   epoch, step, best score and the RNG states of torch/numpy/python (and the
@@ -316,7 +318,9 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                     "audio_hours": row["audio_hours"], "ema": cfg.train.ema,
                     "valid_data": cfg.data.valid or cfg.data.train,
                     "valid": {k: float(v) for k, v in valid.items()}}
-            key = _score_key(valid)
+            ramped = (not cfg.gate.enabled
+                      or phi_target(cfg, step, total_steps) >= cfg.loss.prune_target)
+            key = _score_key(valid) if ramped else (-math.inf, -math.inf)
             if key > best or not (run_dir / "best.pt").is_file():
                 best = max(key, best)
                 save_model(scored, run_dir / "best.pt", meta)

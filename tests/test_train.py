@@ -351,3 +351,24 @@ def test_sigkill_after_an_epoch_then_resume_equals_uninterrupted(tmp_path, pairs
     keys = ("epoch", "step", "train_loss", "train_phi", "valid_loss", "valid_phi")
     assert [[r[k] for k in keys] for r in la] == [[r[k] for k in keys] for r in lb]
     assert not [p.name for p in run.iterdir() if p.name.startswith(".")]   # no temporary files
+
+
+def test_best_checkpoint_waits_for_the_ramp(tmp_path, pairs_dir, monkeypatch):
+    """A gated run's best.pt is chosen among epochs that end with Φ_trgt ramped up: epoch 1 ends
+    mid-ramp (and scores best, as an early, little-pruned epoch would), yet best.pt is epoch 2's;
+    a static model has no ramp and takes its best epoch."""
+    scores = iter([3.0, 2.0, 3.0, 2.0])
+    real = T.validate
+
+    def fake(*a, **k):
+        v = real(*a, **k)
+        return {**v, "valid_pesq_wb": next(scores)}
+
+    monkeypatch.setattr(T, "validate", fake)
+    cfg = _cfg(pairs_dir, "train.epochs=2", "train.ramp_fraction=0.75")   # ramp ends at step 3
+    assert T.phi_target(cfg, 2, 4) < cfg.loss.prune_target
+    T.train(cfg, tmp_path / "gated", progress=False)
+    assert load_model(tmp_path / "gated" / "best.pt")[1]["epoch"] == 2
+    T.train(_cfg(pairs_dir, "train.epochs=2", "gate.enabled=false"), tmp_path / "static",
+            progress=False)
+    assert load_model(tmp_path / "static" / "best.pt")[1]["epoch"] == 1
