@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 
-.PHONY: install test demo peers trainpack models clean chromium
+.PHONY: install test demo peers trainpack models clean chromium mutants
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,8 +68,8 @@ trainpack: install
 
 # The shipped models (dyncp/weights/, issue 11), from scratch: the static model on trainpack +
 # trainpack-extra with generated noise, babble and band-limited speech (configs/real_static.toml,
-# about 3 CPU-hours on 2 cores), then DynCP fine-tuned from it at Phi_trgt 0.75 and 0.5 and the
-# run-time budget model (about an hour each); each is scored on realdev and written with its card
+# 24 epochs, 9,600 steps: about 2 CPU-hours on 2 cores alone), then DynCP fine-tuned from it at Phi_trgt 0.75 and 0.5 and the
+# run-time budget model (11, 11 and 8 epochs: 35-45 min each); each is scored on realdev and written with its card
 # (the budget model calibrated on held-out training audio first, and scored at several budgets).
 # Stop it at any time: running
 # `make models` again resumes every run where it stopped. MODEL_RUNS=~/dyncp-runs keeps the runs
@@ -94,6 +94,22 @@ models: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# Mutation testing (issue 15, docs/testing.md): mutmut (installed into the venv when missing)
+# mutates dyncp/{gates,model,macs,losses,runtime,streaming}.py in a copy under mutants/ and runs
+# the tests that cover each mutant ([tool.mutmut] in pyproject.toml), one mutant and one thread at
+# a time; then benchmarks/mutants.py prints the counts per module, lists the surviving mutants that
+# no test in tests/test_mutants_gaps.py names, and writes benchmarks/results/mutants.json
+# (`$(VENV)/bin/mutmut results` lists every mutant not killed).
+# Results are kept in mutants/: running it again tests only new or changed mutants (rm -rf
+# mutants for a fresh run). MUTANTS='dyncp.macs.*' (re)tests the mutants named (mutmut's names,
+# globs allowed; `$(VENV)/bin/mutmut show NAME` prints one). Hours on 2 cores: docs/testing.md.
+MUTANTS ?=
+mutants: install
+	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3"
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
+	    $(VENV)/bin/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
+	$(PY) benchmarks/mutants.py --list --json benchmarks/results/mutants.json
 
 # The DynCP study (issue 12, benchmarks/study.py): one training run per row on the real-data
 # recipe (configs/real_static.toml), N = STUDY_STEPS optimiser steps per run, every row scored on
