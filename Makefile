@@ -68,8 +68,9 @@ trainpack: install
 
 # The shipped models (dyncp/weights/, issue 11), from scratch: the static model on trainpack +
 # trainpack-extra with generated noise, babble and band-limited speech (configs/real_static.toml,
-# 24 epochs, 9,600 steps: about 2 CPU-hours on 2 cores alone), then DynCP fine-tuned from it at Phi_trgt 0.75 and 0.5 and the
-# run-time budget model (11, 11 and 8 epochs: 35-45 min each); each is scored on realdev and written with its card
+# 24 epochs, 9,600 steps: about 2 CPU-hours on 2 cores alone), then DynCP fine-tuned from it at
+# Phi_trgt 0.75 and 0.5 and the run-time budget model (11, 11 and 6 epochs: 30-60 min each); each
+# is scored on realdev and written with its card
 # (the budget model calibrated on held-out training audio first, and scored at several budgets).
 # Stop it at any time: running
 # `make models` again resumes every run where it stopped. MODEL_RUNS=~/dyncp-runs keeps the runs
@@ -80,8 +81,8 @@ RUN_OR_RESUME = if [ -f $(MODEL_RUNS)/$(1)/state.pt ]; then r=--resume; else r=;
 	$(VENV)/bin/dyncp train --config configs/real_$(1).toml --run-dir $(MODEL_RUNS)/$(1) $$r \
 	    --no-progress $(2)
 SHIP = $(VENV)/bin/dyncp ship $(MODEL_RUNS)/$(1)/best.pt --name $(1) --dev $(REALDEV) \
-	    --no-progress --command "make models" --training-data \
-	    "trainpack + trainpack-extra speech and noise, generated noise, babble (configs/real_$(1).toml)"
+	    --no-progress --command "make models MODEL_RUNS=$(MODEL_RUNS)" --training-data \
+	    "trainpack + trainpack-extra speech and noise, generated noise, babble, band-limited speech (configs/real_$(1).toml)"
 models: install
 	$(call RUN_OR_RESUME,static)
 	$(call RUN_OR_RESUME,dyncp75,--init $(MODEL_RUNS)/static/best.pt)
