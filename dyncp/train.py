@@ -62,17 +62,25 @@ def phi_target(cfg: Config, step: int, total_steps: int) -> float:
 
 
 def init_from_checkpoint(model: ConvFSENet, path: str | Path) -> list[str]:
-    """Copy the weights of a (static or gated) model checkpoint into ``model``; return the keys
-    left at their fresh initialisation (the gate layers when the checkpoint had none, so the gates
-    start open). Every non-gate weight must match in name and shape."""
+    """Copy the weights of a (static, gated or budget) model checkpoint into ``model``; return the
+    keys left at their fresh initialisation: the gate layers when the checkpoint had no gates (so
+    the gates start open), the run-time budget's parameters and calibration table when it had no
+    budget. Every other weight must match in name and shape."""
     src, _ = load_model(path)
     theirs = src.state_dict()
     ours = model.state_dict()
+
+    def _absent_part(key: str) -> bool:
+        """``key`` belongs to a part of the model (gates, budget) that the checkpoint lacks."""
+        if key.rsplit(".", 1)[-1].startswith("budget"):
+            return not src.cfg.gate.budget
+        return ".gate." in key and not src.gated
+
     fresh = []
     for key, value in ours.items():
         if key in theirs and theirs[key].shape == value.shape:
             ours[key] = theirs[key].to(value.dtype)
-        elif ".gate." in key and not any(".gate." in k for k in theirs):
+        elif key not in theirs and _absent_part(key):
             fresh.append(key)
         else:
             have = tuple(theirs[key].shape) if key in theirs else "missing"

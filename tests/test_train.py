@@ -205,6 +205,20 @@ def test_init_from_static_checkpoint(tmp_path, pairs_dir):
     # fine-tuning through train(init=...)
     T.train(_cfg(pairs_dir), tmp_path / "ft", init=ckpt, progress=False)
     assert load_model(tmp_path / "ft" / "best.pt")[0].gated
+    # a budget model starts from a static or a gated (non-budget) checkpoint: its budget slopes
+    # and calibration table stay fresh, everything else is copied (the shipped budget model is
+    # fine-tuned from the static one)
+    gated_ckpt = save_model(gated, tmp_path / "gated.pt")
+    for src, fresh_gates in ((ckpt, True), (gated_ckpt, False)):
+        bud = build_model(load_config(TINY, ["gate.budget=true"]))
+        fresh = T.init_from_checkpoint(bud, src)
+        assert "budget_table" in fresh and any(k.endswith(".budget_slope") for k in fresh)
+        assert any(".gate.score" in k for k in fresh) == fresh_gates
+        want = load_model(src)[0].state_dict()
+        assert all(torch.equal(bud.state_dict()[k], want[k]) for k in want)
+    # a budget checkpoint initialises a budget model whole
+    assert T.init_from_checkpoint(build_model(load_config(TINY, ["gate.budget=true"])),
+                                  save_model(bud, tmp_path / "bud.pt")) == []
     # a checkpoint of another width cannot initialise this config
     wide = save_model(build_model(load_config(TINY, ["model.hidden=48"])), tmp_path / "w.pt")
     with pytest.raises(CheckpointError, match="blocks.0.pw1"):
