@@ -44,8 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="run folders (NAME=DIR to name one)")
     ap.add_argument("--json", help="write the curves here")
     ap.add_argument("--plot", help="write a PNG here")
+    ap.add_argument("--raw", action="append", default=[], metavar="NAME",
+                    help="plot run NAME's raw weights (dev raw) instead of its EMA weights: for a "
+                         "run whose shipped file holds the raw ones (repeatable)")
     args = ap.parse_args(argv)
     curves = {}
+    names = [item.rpartition("=")[0] or Path(item.rpartition("=")[2]).name for item in args.runs]
+    for name in args.raw:
+        if name not in names:
+            ap.error(f"--raw {name}: no run of that name (runs: {', '.join(names)})")
     for item in args.runs:
         name, _, d = item.rpartition("=")
         curves[name or Path(d).name] = {"run_dir": d, "rows": read_curve(Path(d))}
@@ -67,9 +74,12 @@ def main(argv: list[str] | None = None) -> int:
 
         fig, ax = plt.subplots(figsize=(6.4, 3.8))
         for name, c in curves.items():
-            xs = [r["audio_hours"] for r in c["rows"]]
-            ax.plot(xs, [r["dev_pesq_wb"] for r in c["rows"]], marker=".", label=name)
-        ax.set_xlabel("hours of audio seen")
+            raw = name in args.raw
+            rows = [r for r in c["rows"] if not raw or "dev_raw_pesq_wb" in r]
+            ax.plot([r["audio_hours"] for r in rows],
+                    [r["dev_raw_pesq_wb" if raw else "dev_pesq_wb"] for r in rows], marker=".",
+                    label=f"{name} (raw weights)" if raw else name)
+        ax.set_xlabel("hours of audio seen (a fine-tune: since its start)")
         ax.set_ylabel("realdev PESQ-WB")
         ax.grid(alpha=0.3)
         ax.legend()
