@@ -116,7 +116,7 @@ mutants: install
 # recipe (configs/real_static.toml), N = STUDY_STEPS optimiser steps per run, every row scored on
 # realdev; writes benchmarks/results/study.json, docs/study.md and docs/study.png. Stop it at any
 # time: running it again skips finished rows and resumes the interrupted one. STUDY_ROWS=a1,a3
-# picks rows (and the rows they need); about 21 CPU-hours on 2 cores for all 22 rows at N = 6000.
+# picks rows (and the rows they need); about 24 CPU-hours on 2 cores for all 25 rows at N = 6000.
 STUDY_RUNS  ?= runs/study
 STUDY_STEPS ?= 6000
 STUDY_ROWS  ?=

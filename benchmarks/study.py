@@ -16,7 +16,8 @@ so every compared row has seen the same number of batches. The output states bot
 
 Rows (``--list`` prints them): a) static paper model, its static twin, DynCP at Φ_trgt 0.25 / 0.5
 / 0.75; b) equal-cost static models and static structured pruning; c) a wider DynCP model at the
-static model's MACs; d) ablations at Φ 0.75; e) per-frame vs per-utterance vs fixed masks.
+static model's MACs; d) ablations at Φ 0.75; e) per-frame vs per-utterance vs fixed masks;
+f) usage targets tied to speech.
 Writes ``benchmarks/results/study.json``, ``docs/study.md`` and ``docs/study.png``.
 """
 
@@ -91,6 +92,8 @@ ROWS = [
         "+ 0.2, the mean at 0.75; loss.frame_target)", ("a1",)),
     Row("f2", "speech50", "as a4 with the speech-tied usage target (non-speech frames Φ_trgt "
         "+ 0.3, the mean at 0.5)", ("a1",)),
+    Row("f3", "contrast75", "as a5 plus the contrast term (non-speech frames pruned at least "
+        "0.15 more than speech ones, pooled over the batch; loss.frame_target)", ("a1",)),
 ]
 BY_KEY = {**{r.id: r for r in ROWS}, **{r.name: r for r in ROWS}}
 
@@ -233,6 +236,9 @@ class Study:
                                 "loss.frame_target": "speech",
                                 "loss.frame_spread": 0.2 if name == "speech75" else 0.3},
                                n, "a1")
+        if name == "contrast75":
+            return self._train({**dyn, "loss.prune_target": 0.75, "loss.frame_target": "contrast",
+                                "loss.frame_spread": 0.15}, n, "a1")
         if name in ("utter75", "fixed75"):
             return Plan(None, 0, self.result("a5")["plan"]["total_steps"], "a5",
                         gate_cost=name == "utter75")

@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 SURROGATES = ("ste", "ste_clipped", "sigmoid", "stochastic")
 USAGE_MODES = ("global", "per_block")
-FRAME_TARGETS = ("none", "speech")
+FRAME_TARGETS = ("none", "speech", "contrast")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -127,9 +127,11 @@ class LossConfig:
     prune_target: float = 0.75  # Phi_trgt: fraction of gated channels omitted on average
     usage_weight: float = 5.0   # lambda
     usage_mode: str = "global"
-    # Speech-tied usage target (issue 12 item 3, docs/study.md) [decided]: "speech" trains
+    # Speech-tied usage target (issue 12 item 3, docs/method.md) [decided]: "speech" trains
     # non-speech frames toward Φ_trgt + frame_spread and speech frames toward what keeps each
-    # item's mean at Φ_trgt (losses.speech_usage_loss); "none" is the paper's L_DCP.
+    # item's mean at Φ_trgt (losses.speech_usage_loss); "contrast" keeps the paper's L_DCP and
+    # adds a hinge that asks the batch's non-speech frames to be pruned at least frame_spread
+    # more than its speech frames (losses.contrast_loss); "none" is the paper's L_DCP.
     frame_target: str = "none"
     frame_spread: float = 0.2
 

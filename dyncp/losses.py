@@ -6,7 +6,9 @@
 - :func:`pruning_ratio` and :func:`usage_loss`: the DynCP auxiliary loss L_DCP, global
   ``(Phi - Phi_trgt)^2`` or per block ``mean_b (Phi_b - Phi_trgt)^2``;
 - :func:`speech_usage_loss`: L_DCP with a speech-tied target per frame (``loss.frame_target =
-  "speech"``, issue 12 item 3): more pruning on non-speech frames, the mean kept at Φ_trgt.
+  "speech"``, issue 12 item 3): more pruning on non-speech frames, the mean kept at Φ_trgt;
+- :func:`contrast_loss`: the paper's L_DCP plus a hinge on Φ(non-speech) − Φ(speech) over the
+  batch (``loss.frame_target = "contrast"``): the same aim, the allocation left to the gates.
 """
 
 from __future__ import annotations
@@ -151,6 +153,29 @@ def speech_usage_loss(gates: list[torch.Tensor], speech: torch.Tensor, target: t
     return loss, phi
 
 
+def contrast_loss(gates: list[torch.Tensor], speech: torch.Tensor, margin: float,
+                  items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The speech/non-speech contrast term [decided] (issue 12 item 3):
+    ``relu(margin - (Φ_N - Φ_S))^2``, with Φ_N and Φ_S the pruning ratios of all non-speech and
+    all speech frames of the counted ``items`` (bool [B]; default all) pooled over the batch,
+    every block and channel. Zero once non-speech frames are pruned ``margin`` more than speech
+    frames; unlike :func:`speech_usage_loss` it leaves each frame's and each item's share free.
+    A batch without both kinds of frame gives 0. ``gates``: [B, H, T] per block; ``speech``
+    [B, T] bool. Returns (loss, Φ_N − Φ_S detached)."""
+    if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
+        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
+                         f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
+    phi_t = 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)      # [B, T]
+    sp = speech.to(phi_t.dtype)
+    w = (torch.ones_like(sp[:, 0]) if items is None else items.to(sp.dtype))[:, None]
+    n_sp, n_ns = (sp * w).sum(), ((1 - sp) * w).sum()
+    if n_sp == 0 or n_ns == 0:
+        zero = phi_t.sum() * 0.0
+        return zero, zero.detach()
+    gap = (phi_t * (1 - sp) * w).sum() / n_ns - (phi_t * sp * w).sum() / n_sp
+    return torch.relu(margin - gap).pow(2), gap.detach()
+
+
 def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
                valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_DCP: ``(Phi - target)^2`` (global) or the mean of per-block squared errors."""
@@ -193,5 +218,10 @@ def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor]
         out["usage"] = usage_from_ratios(phi_b, tgt, cfg.usage_mode)
         out["phi"] = phi_b.detach().mean()
         loss = loss + cfg.usage_weight * out["usage"]
+    if gates and cfg.frame_target == "contrast":
+        items = target > 0 if isinstance(target, torch.Tensor) and target.dim() == 1 else None
+        out["contrast"], out["phi_gap"] = contrast_loss(gates, speech_mask(clean, stft_cfg),
+                                                        cfg.frame_spread, items)
+        loss = loss + cfg.usage_weight * out["contrast"]
     out["loss"] = loss
     return out

@@ -10,8 +10,8 @@ import torch
 from dyncp.config import LossConfig, STFTConfig, load_config
 from dyncp.dsp import speech_mask
 from dyncp.errors import ConfigError
-from dyncp.losses import (FRAME_TARGET_CAP, frame_targets, speech_usage_loss, total_loss,
-                          usage_from_ratios, pruning_ratio)
+from dyncp.losses import (FRAME_TARGET_CAP, contrast_loss, frame_targets, pruning_ratio,
+                          speech_usage_loss, total_loss, usage_from_ratios)
 
 
 def test_frame_targets_keep_the_mean():
@@ -98,3 +98,61 @@ def test_config_checks():
         load_config("configs/tiny.toml", ["loss.frame_target=speech", "loss.usage_mode=per_block"])
     with pytest.raises(ConfigError, match="frame_spread"):
         load_config("configs/tiny.toml", ["loss.frame_target=speech", "loss.frame_spread=1.5"])
+
+
+# -- the contrast term (loss.frame_target = "contrast") -------------------------------------------
+
+def test_contrast_is_a_hinge_on_the_pooled_gap():
+    speech = torch.zeros(2, 10, dtype=torch.bool)
+    speech[:, :6] = True
+    # gap 0.2 (non-speech 0.8, speech 0.6): under a margin of 0.3 the loss is 0.1^2
+    phi = torch.where(speech, torch.tensor(0.6), torch.tensor(0.8))
+    g = _gates(phi)
+    loss, gap = contrast_loss(g, speech, 0.3)
+    assert gap.item() == pytest.approx(0.2, abs=1e-6)
+    assert loss.item() == pytest.approx(0.1 ** 2, rel=1e-5)
+    loss.backward()
+    # closing more channels (a lower gate) on non-speech frames lowers the loss, on speech raises it
+    grad = g[0].grad.sum(dim=1)                                        # [B, T]
+    assert (grad[~speech] > 0).all() and (grad[speech] < 0).all()
+    # at or past the margin the term is zero
+    assert contrast_loss(_gates(phi), speech, 0.2)[0].item() == pytest.approx(0.0, abs=1e-7)
+    assert contrast_loss(_gates(phi), speech, 0.1)[0].item() == 0.0
+    # the gap is pooled over the batch: one item may carry it
+    phi2 = phi.clone()
+    phi2[1] = 0.7
+    _, gap2 = contrast_loss(_gates(phi2), speech, 0.3)
+    assert gap2.item() == pytest.approx(0.1, abs=1e-6)
+
+
+def test_contrast_items_and_degenerate_batches():
+    speech = torch.zeros(2, 10, dtype=torch.bool)
+    speech[:, :5] = True
+    phi = torch.stack([torch.where(speech[0], torch.tensor(0.5), torch.tensor(0.5)),
+                       torch.where(speech[1], torch.tensor(0.2), torch.tensor(0.9))])
+    # item 0 (no gap) is left out: the gap is item 1's
+    _, gap = contrast_loss(_gates(phi), speech, 0.3, items=torch.tensor([False, True]))
+    assert gap.item() == pytest.approx(0.7, abs=1e-6)
+    loss, gap = contrast_loss(_gates(phi), torch.ones(2, 10, dtype=torch.bool), 0.3)
+    assert loss.item() == 0.0 and gap.item() == 0.0
+    with pytest.raises(ValueError, match="does not match"):
+        contrast_loss(_gates(phi), speech[:, :4], 0.3)
+
+
+def test_total_loss_with_contrast_adds_the_term_to_the_paper_loss():
+    stft_cfg = STFTConfig()
+    n = 16000
+    clean = torch.zeros(2, n)
+    clean[:, : n // 2] = 0.3 * torch.sin(torch.arange(n // 2) * 0.05)   # speech, then silence
+    T = speech_mask(clean, stft_cfg).shape[-1]
+    flat = torch.full((2, T), 0.6)
+    cfg = LossConfig(prune_target=0.75, usage_weight=2.0, frame_target="contrast",
+                     frame_spread=0.15)
+    out = total_loss(clean, clean, _gates(flat), cfg, stft_cfg)
+    plain = total_loss(clean, clean, _gates(flat), LossConfig(prune_target=0.75,
+                                                              usage_weight=2.0), stft_cfg)
+    assert out["usage"].item() == pytest.approx(plain["usage"].item())   # (0.6 - 0.75)^2
+    assert out["contrast"].item() == pytest.approx(0.15 ** 2, rel=1e-4)  # no gap at all
+    assert out["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * 0.15 ** 2, rel=1e-5)
+    assert load_config("configs/tiny.toml", ["loss.frame_target=contrast"]).loss.frame_target \
+        == "contrast"

@@ -3,6 +3,7 @@ width solver, forced masks and constant gates (dyncp.widths, dyncp.masks)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import sys
@@ -142,10 +143,27 @@ def test_constant_gate_holds_its_mask_through_training(tiny_cfg):
 def test_rows_bring_what_they_need():
     assert [r.id for r in study.selected("b2")] == ["a1", "a4", "b2"]
     assert [r.id for r in study.selected("struct75,e1")] == ["a1", "a5", "b6", "e1"]
-    assert len(study.selected(None)) == len(study.ROWS) == 24
+    assert len(study.selected(None)) == len(study.ROWS) == 25
     assert [r.id for r in study.selected("speech75")] == ["a1", "f1"]
+    assert [r.id for r in study.selected("contrast75")] == ["a1", "f3"]
     with pytest.raises(Exception, match="unknown row"):
         study.selected("z9")
+
+
+def test_speech_rows_differ_from_their_twin_only_in_the_usage_target(tmp_path):
+    args = argparse.Namespace(config=str(TINY), set=[], finetune_set=None, steps=4,
+                              runs=str(tmp_path), static_model=None, dev="", dev_limit=0,
+                              wide_hidden=0)
+    s = study.Study(args)
+    plans = {k: s.plan(study.BY_KEY[k]).cfg.to_dict() for k in ("a5", "f1", "f3")}
+    for k, target, spread in (("f1", "speech", 0.2), ("f3", "contrast", 0.15)):
+        loss = plans[k]["loss"]
+        assert (loss["frame_target"], loss["frame_spread"], loss["prune_target"]) == (
+            target, spread, 0.75)
+        twin = dict(plans[k], loss=dict(loss, frame_target="none", frame_spread=0.2),
+                    name=plans["a5"]["name"])
+        assert twin == plans["a5"], k
+    assert s.plan(study.BY_KEY["f3"]).init == "a1"
 
 
 def test_study_runs_two_rows_end_to_end(tmp_path):
