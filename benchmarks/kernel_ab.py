@@ -81,7 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"channels open (last frame): {open_share:.3f}; {args.rounds} rounds x "
           f"{args.frames} frames, interleaved, one thread")
     if args.json:
-        write_json(args.json, {"command": " ".join(sys.argv), "rev": args.rev, "rows": rows,
+        from machine import describe
+        write_json(args.json, {"command": " ".join(sys.argv), "machine": describe(),
+                               "rev": args.rev, "rows": rows,
                                "open_share_last_frame": open_share, "rounds": args.rounds,
                                "frames": args.frames})
     return 0

@@ -402,7 +402,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"goal {k:18s} {'OK' if ok else 'MISSED'}")
     version = lambda tool: subprocess.run([tool, "--version"], capture_output=True,  # noqa
                                           text=True).stdout.split("\n")[0]
-    out = {"rows": rows, "host_speed": speed, "int8_vs_fp32": q8, "goals": GOALS,
+    from machine import describe
+    out = {"machine": describe(), "rows": rows, "host_speed": speed, "int8_vs_fp32": q8, "goals": GOALS,
            "goals_met": checks, "audio": source, "models": how, "hops": args.hops,
            "arm_flags": ARM_FLAGS, "qemu": version("qemu-system-arm"),
            "gcc": version("arm-none-eabi-gcc")}

@@ -262,7 +262,9 @@ def main(argv: list[str] | None = None) -> int:
     dense_us, sparse_us = rows[("static", "dense")][0], rows[("gated", "sparse")][0]
     s_dense_us = rows[("static", "stream-dense")][0]
     s_sparse_us = rows[("gated", "stream-sparse")][0]
+    from machine import describe
     out = {
+        "machine": describe(),
         "torch_us_per_frame": rows[("static", "torch")][0],
         "torch_gated_us_per_frame": rows[("gated", "torch")][0],
         "dense_us_per_frame": dense_us,

@@ -136,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"audio: {args.seconds:.0f} s from {source}; gated model: {how}; one hop = "
           f"{period * 1e3:.0f} ms")
 
-    out = {"period_ms": period * 1e3, "audio_source": source, "gated_model": how, "engines": {}}
+    from machine import describe
+    out = {"machine": describe(), "period_ms": period * 1e3, "audio_source": source, "gated_model": how, "engines": {}}
     print(f"\n{'engine':22s} {'streams':>7s} {'tick ms med':>11s} {'p99':>7s} "
           f"{'µs/stream-frame':>15s} {'capacity':>8s} {'misses':>7s}")
     for name, rt in (("dense (static)", SparseRuntime(static, "dense")),
