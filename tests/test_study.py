@@ -198,3 +198,25 @@ def test_study_runs_two_rows_end_to_end(tmp_path):
     assert "A note." in (out / "study.md").read_text()
     # Another budget does not mix into the same runs.
     assert study.main([*args[:7], "3", *args[8:]]) == 2
+
+
+def test_goals_compare_the_rows_issue_12_names():
+    import study_report
+
+    def row(name, pesq, mmac, sp=None, ns=None):
+        return {"name": name, "pesq_wb": pesq, "mmac_per_s": mmac, "phi_speech": sp,
+                "phi_nonspeech": ns}
+
+    rows = {"a5": row("dyncp75", 1.60, 16.8, 0.75, 0.76), "b3": row("eqcost75", 1.58, 16.9),
+            "f3": row("contrast75", 1.64, 17.0, 0.70, 0.85)}
+    got = {(g["rows"][0], g["rows"][-1], "Φ" in g["goal"] and "speech" in g["goal"]): g
+           for g in study_report.goals(rows)}
+    eq = got[("a5", "b3", False)]
+    assert eq["value"] == pytest.approx(0.02) and eq["met"] is False
+    assert got[("f3", "b3", False)]["met"] is True                  # +0.06 >= 0.05
+    assert got[("a5", "a5", True)]["met"] is False                  # 0.01 gap
+    assert got[("f3", "f3", True)]["value"] == pytest.approx(0.15)
+    assert got[("f3", "f3", True)]["met"] is True
+    wide = got[("c2", "a2", False)]
+    assert wide["met"] is None and "not both finished" in wide["detail"]
+    assert not any(g["rows"][0] == "f1" for g in study_report.goals(rows))   # f1 did not run
