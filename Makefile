@@ -138,4 +138,5 @@ mcu-tools:
 	  $$sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq \
 	      --no-install-recommends $(MCU_PACKAGES) >/dev/null; }
 mcu: install mcu-tools
-	$(PY) benchmarks/mcu.py --m7 --json benchmarks/results/mcu.json
+	$(PY) benchmarks/mcu.py --m7 $(if $(wildcard dyncp/weights/dyncp75.pt),--model75 dyncp75) \
+	    $(if $(wildcard dyncp/weights/dyncp50.pt),--model50 dyncp50) --json benchmarks/results/mcu.json

@@ -297,7 +297,9 @@ def main(argv: list[str] | None = None) -> int:
     budgets = args.budgets or ([20.0, 30.0] if gov_model.cfg.model.hidden == 256 else
                                [f["mmac_min"] + x * (f["mmac_at_phi_min"] - f["mmac_min"])
                                 for x in (0.3, 0.7)])
-    out = {"governor": governor_part(gov_model, gov_desc, args.minutes, budgets),
+    out = {"command": " ".join(["python benchmarks/budget.py",
+                                *(sys.argv[1:] if argv is None else argv)]),
+           "governor": governor_part(gov_model, gov_desc, args.minutes, budgets),
            "quality": quality_part(model, desc, args.dev_files),
            "load_average": os.getloadavg()}
     if args.json:
