@@ -403,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
     version = lambda tool: subprocess.run([tool, "--version"], capture_output=True,  # noqa
                                           text=True).stdout.split("\n")[0]
     from machine import describe
-    out = {"machine": describe(), "rows": rows, "host_speed": speed, "int8_vs_fp32": q8, "goals": GOALS,
-           "goals_met": checks, "audio": source, "models": how, "hops": args.hops,
+    out = {"machine": describe(), "rows": rows, "host_speed": speed, "int8_vs_fp32": q8,
+           "goals": GOALS, "goals_met": checks, "audio": source, "models": how, "hops": args.hops,
            "arm_flags": ARM_FLAGS, "qemu": version("qemu-system-arm"),
            "gcc": version("arm-none-eabi-gcc")}
     if args.json:

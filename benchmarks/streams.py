@@ -137,7 +137,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{period * 1e3:.0f} ms")
 
     from machine import describe
-    out = {"machine": describe(), "period_ms": period * 1e3, "audio_source": source, "gated_model": how, "engines": {}}
+    out = {"machine": describe(), "period_ms": period * 1e3, "audio_source": source,
+           "gated_model": how, "engines": {}}
     print(f"\n{'engine':22s} {'streams':>7s} {'tick ms med':>11s} {'p99':>7s} "
           f"{'µs/stream-frame':>15s} {'capacity':>8s} {'misses':>7s}")
     for name, rt in (("dense (static)", SparseRuntime(static, "dense")),

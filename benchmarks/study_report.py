@@ -76,17 +76,25 @@ def build(study, records: list[dict], command: str) -> dict[str, Any]:
     return out
 
 
+def _both(rows: dict[str, dict], a: str, b: str) -> bool:
+    return all(k in rows and rows[k]["pesq_wb"] is not None for k in (a, b))
+
+
+def _compare(rows: dict[str, dict], what: str, a: str, b: str, margin: float) -> dict[str, Any]:
+    """A goal "row a at least ``margin`` PESQ-WB above row b", with its numbers."""
+    d = rows[a]["pesq_wb"] - rows[b]["pesq_wb"]
+    return {"goal": what, "rows": [a, b], "value": d, "met": d >= margin,
+            "detail": f"{a} {rows[a]['pesq_wb']:.3f} at {rows[a]['mmac_per_s']:.1f} MMAC/s vs "
+                      f"{b} {rows[b]['pesq_wb']:.3f} at {rows[b]['mmac_per_s']:.1f} MMAC/s: "
+                      f"{d:+.3f}"}
+
+
 def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
     """Each goal of issue 12 with its numbers: met, not met, or rows missing."""
     out = []
     for what, a, b, margin in GOALS:
-        if a in rows and b in rows and rows[a]["pesq_wb"] is not None \
-                and rows[b]["pesq_wb"] is not None:
-            d = rows[a]["pesq_wb"] - rows[b]["pesq_wb"]
-            out.append({"goal": what, "rows": [a, b], "value": d, "met": d >= margin,
-                        "detail": f"{a} {rows[a]['pesq_wb']:.3f} at {rows[a]['mmac_per_s']:.1f} "
-                                  f"MMAC/s vs {b} {rows[b]['pesq_wb']:.3f} at "
-                                  f"{rows[b]['mmac_per_s']:.1f} MMAC/s: {d:+.3f}"})
+        if _both(rows, a, b):
+            out.append(_compare(rows, what, a, b, margin))
         else:
             out.append({"goal": what, "rows": [a, b], "value": None, "met": None,
                         "detail": f"rows {a} and {b} not both finished"})
@@ -94,14 +102,9 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
     # ran: the equal-MACs comparison against b3 and the speech/non-speech gap.
     for a in ("f1", "f3"):
         b = "b3"
-        if a in rows and b in rows and rows[a]["pesq_wb"] is not None \
-                and rows[b]["pesq_wb"] is not None:
-            d = rows[a]["pesq_wb"] - rows[b]["pesq_wb"]
-            out.append({"goal": f"{GOALS[0][0]} ({a} {rows[a]['name']} in a5's place)",
-                        "rows": [a, b], "value": d, "met": d >= GOALS[0][3],
-                        "detail": f"{a} {rows[a]['pesq_wb']:.3f} at {rows[a]['mmac_per_s']:.1f} "
-                                  f"MMAC/s vs {b} {rows[b]['pesq_wb']:.3f} at "
-                                  f"{rows[b]['mmac_per_s']:.1f} MMAC/s: {d:+.3f}"})
+        if _both(rows, a, b):
+            out.append(_compare(rows, f"{GOALS[0][0]} ({a} {rows[a]['name']} in a5's place)",
+                                a, b, GOALS[0][3]))
     what = "DynCP Φ 0.75: Φ on non-speech frames ≥ 0.1 above Φ on speech frames"
     for a in ("a5", "f1", "f3"):
         r = rows.get(a)

@@ -128,6 +128,15 @@ def frame_targets(target: torch.Tensor, nonspeech: torch.Tensor, spread: float
     return torch.minimum(sp.clamp_min(0.0), target), ns
 
 
+def _frame_phi(gates: list[torch.Tensor], speech: torch.Tensor) -> torch.Tensor:
+    """Φ of each frame over every block and channel, [B, T] (differentiable), after checking that
+    the speech mask [B, T] matches the gates [B, H, T]."""
+    if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
+        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
+                         f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
+    return 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)
+
+
 def speech_usage_loss(gates: list[torch.Tensor], speech: torch.Tensor, target: torch.Tensor,
                       spread: float, items: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -137,10 +146,7 @@ def speech_usage_loss(gates: list[torch.Tensor], speech: torch.Tensor, target: t
     an item without non-speech frames has only the first term, which is the paper's global
     L_DCP. Mean over ``items`` (bool [B]; default all). ``gates``: [B, H, T] per block;
     ``speech`` [B, T] bool; ``target`` [B]. Returns (loss, Φ of the counted items, detached)."""
-    if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
-        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
-                         f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
-    phi_t = 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)      # [B, T]
+    phi_t = _frame_phi(gates, speech)                                      # [B, T]
     sp = speech.to(phi_t.dtype)
     n_sp, n_ns = sp.sum(-1), (1 - sp).sum(-1)
     phi_s = (phi_t * sp).sum(-1) / n_sp.clamp_min(1)
@@ -162,10 +168,7 @@ def contrast_loss(gates: list[torch.Tensor], speech: torch.Tensor, margin: float
     frames; unlike :func:`speech_usage_loss` it leaves each frame's and each item's share free.
     A batch without both kinds of frame gives 0. ``gates``: [B, H, T] per block; ``speech``
     [B, T] bool. Returns (loss, Φ_N − Φ_S detached)."""
-    if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
-        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
-                         f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
-    phi_t = 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)      # [B, T]
+    phi_t = _frame_phi(gates, speech)                                      # [B, T]
     sp = speech.to(phi_t.dtype)
     w = (torch.ones_like(sp[:, 0]) if items is None else items.to(sp.dtype))[:, None]
     n_sp, n_ns = (sp * w).sum(), ((1 - sp) * w).sum()
