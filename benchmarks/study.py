@@ -46,6 +46,7 @@ from dyncp.errors import ConfigError, DyncpError  # noqa: E402
 from dyncp.macs import static_macs_per_frame  # noqa: E402
 from dyncp.masks import ForcedMasks, channel_usage, constant_gate_, top_channels  # noqa: E402
 from dyncp.model import build_model  # noqa: E402
+from dyncp.train_state import MACHINE_KEYS  # noqa: E402
 from dyncp.widths import equal_cost_config, phi_for_macs  # noqa: E402
 
 # Study-wide settings on top of --config: the dev set is scored once per row at the end, not
@@ -275,7 +276,8 @@ class Study:
         if not (self.dir(row) / "eval.json").is_file():
             return None
         old = self.result(row.id)
-        if old["plan"] != json.loads(json.dumps(self.record(row, self.plan(row))["plan"])):
+        if _recipe(old["plan"]) != _recipe(json.loads(json.dumps(
+                self.record(row, self.plan(row))["plan"]))):
             raise ConfigError(f"{self.dir(row)}: holds row {row.id} run with another plan "
                               "(config, steps or init); use another --runs or remove the folder")
         return old
@@ -327,6 +329,20 @@ def _check_constant(model, mask: torch.Tensor) -> None:
         if (block.gate.score2.weight.abs().max() != 0
                 or not torch.equal(block.gate.score2.bias > 0, row > 0)):
             raise DyncpError("structured pruning: the constant gates moved in fine-tuning")
+
+
+def _recipe(plan: dict) -> dict:
+    """A row's plan less the machine keys (train.threads, train.num_workers: the same as on
+    ``--resume``), so a row trained on another machine, e.g. a GPU with data workers, joins the
+    table as long as its recipe is the same."""
+    cfg = plan.get("config")
+    if not cfg:
+        return plan
+    cfg = {sec: dict(v) if isinstance(v, dict) else v for sec, v in cfg.items()}
+    for key in MACHINE_KEYS:
+        sec, name = key.split(".")
+        cfg.get(sec, {}).pop(name, None)
+    return {**plan, "config": cfg}
 
 
 def _train_log(run_dir: Path) -> dict[str, float]:

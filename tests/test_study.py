@@ -196,8 +196,12 @@ def test_study_runs_two_rows_end_to_end(tmp_path):
     assert study.main(args) == 0
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")}
     assert "A note." in (out / "study.md").read_text()
-    # Another budget does not mix into the same runs.
+    # Another budget does not mix into the same runs, nor does another recipe; the machine's
+    # keys (threads, data workers: a row trained elsewhere, e.g. on a GPU) do not count.
     assert study.main([*args[:7], "3", *args[8:]]) == 2
+    assert study.main([*args, "--set", "train.lr=0.002"]) == 2
+    assert study.main([*args, "--set", "train.threads=1", "--set", "train.num_workers=2"]) == 0
+    assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")}
 
 
 def test_goals_compare_the_rows_issue_12_names():
