@@ -68,13 +68,12 @@ trainpack: install
 
 # The shipped models (dyncp/weights/, issue 11), from scratch: the static model on trainpack +
 # trainpack-extra with generated noise, babble and band-limited speech (configs/real_static.toml,
-# 24 epochs, 9,600 steps: about 2 CPU-hours on 2 cores alone), then DynCP fine-tuned from it at
-# Phi_trgt 0.75 and 0.5 and the run-time budget model (11, 11 and 6 epochs: 30-60 min each); each
-# is scored on realdev and written with its card
-# (the budget model calibrated on held-out training audio first, and scored at several budgets).
-# Stop it at any time: running
-# `make models` again resumes every run where it stopped. MODEL_RUNS=~/dyncp-runs keeps the runs
-# outside the work tree.
+# 60 epochs, 24,000 steps, 427 h of audio: about 4 hours of training on 2 cores alone), then
+# DynCP fine-tuned from it at Phi_trgt 0.75 and 0.5 and the run-time budget model (11, 11 and 6
+# epochs: 30-60 min each); each is scored on realdev and written with its card (the budget model
+# calibrated on held-out training audio first, and scored at several budgets). Stop it at any
+# time: running `make models` again resumes every run where it stopped. MODEL_RUNS=~/dyncp-runs
+# keeps the runs outside the work tree.
 MODEL_RUNS ?= runs/models
 REALDEV    ?= ../shared/data/realdev
 RUN_OR_RESUME = if [ -f $(MODEL_RUNS)/$(1)/state.pt ]; then r=--resume; else r=; fi; \
