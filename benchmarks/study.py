@@ -95,6 +95,9 @@ ROWS = [
         "+ 0.3, the mean at 0.5)", ("a1",)),
     Row("f3", "contrast75", "as a5 plus the contrast term (non-speech frames pruned at least "
         "0.15 more than speech ones, pooled over the batch; loss.frame_target)", ("a1",)),
+    Row("f4", "snr75", "as a5 plus the difficulty contrast (the batch's cleaner half of frames "
+        "by input SNR pruned at least 0.15 more than its harder half; loss.frame_target "
+        "= \"snr\")", ("a1",)),
 ]
 BY_KEY = {**{r.id: r for r in ROWS}, **{r.name: r for r in ROWS}}
 
@@ -237,8 +240,8 @@ class Study:
                                 "loss.frame_target": "speech",
                                 "loss.frame_spread": 0.2 if name == "speech75" else 0.3},
                                n, "a1")
-        if name == "contrast75":
-            return self._train({**dyn, "loss.prune_target": 0.75, "loss.frame_target": "contrast",
+        if name in ("contrast75", "snr75"):
+            return self._train({**dyn, "loss.prune_target": 0.75, "loss.frame_target": name[:-2],
                                 "loss.frame_spread": 0.15}, n, "a1")
         if name in ("utter75", "fixed75"):
             return Plan(None, 0, self.result("a5")["plan"]["total_steps"], "a5",

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from dyncp.atomic import atomic_path, write_json, write_text
+from dyncp.devset import breakdown, read_manifest
 
 NOTES = "<!-- hand-written below this line; kept when benchmarks/study.py rewrites the file -->"
 GOALS = [  # (what, row, against, how)
@@ -25,7 +26,21 @@ GOALS = [  # (what, row, against, how)
 ]
 
 
-def _row(rec: dict, fps: float, paper_macs: int, ref: dict | None) -> dict[str, Any]:
+#: Issue 12 item 3's rows at Φ_trgt 0.75 (speech-tied, contrast, difficulty contrast).
+ITEM3_ROWS = ("f1", "f3", "f4")
+
+
+def _phi_by_snr(rec: dict, manifest: dict[str, dict[str, str]]) -> dict[str, float] | None:
+    """A gated row's Φ per dev-set SNR group (the manifest's ``snr_db``; mean over the group's
+    files): does the row spend less on easy recordings? None without gates or a manifest."""
+    if not manifest or not rec["eval"]["mean"]["gated"]:
+        return None
+    groups = breakdown(rec["eval"]["files"], manifest, ("pruning_ratio",)).get("snr_db")
+    return {k: v["pruning_ratio"] for k, v in groups.items()} if groups else None
+
+
+def _row(rec: dict, fps: float, paper_macs: int, ref: dict | None,
+         manifest: dict[str, dict[str, str]] | None = None) -> dict[str, Any]:
     m, plan = rec["eval"]["mean"], rec["plan"]
     cfg = plan["config"]
     gate = m["gate_macs_per_frame"] if m["gated"] else 0
@@ -53,6 +68,7 @@ def _row(rec: dict, fps: float, paper_macs: int, ref: dict | None) -> dict[str, 
         "never_on": m["channels_never_on"], "always_on": m["channels_always_on"],
         "phi_speech": m["pruning_ratio_speech"], "phi_nonspeech": m["pruning_ratio_nonspeech"],
         "phi_per_block": m["pruning_ratio_per_block"],
+        "phi_by_snr": _phi_by_snr(rec, manifest or {}),
         "train_hours": train.get("seconds", 0.0) / 3600,
         "audio_s_per_s": train.get("audio_s_per_s"),
         "plan": {k: v for k, v in plan.items() if k != "config"},
@@ -64,7 +80,8 @@ def build(study, records: list[dict], command: str) -> dict[str, Any]:
     by = {r["row"]: r for r in records}
     ref = by.get("a2") or by.get("a1")
     fps = study.static_cfg.stft.frames_per_second
-    rows = [_row(r, fps, study.paper_macs, ref) for r in records]
+    manifest = read_manifest(study.args.dev) if study.args.dev else {}
+    rows = [_row(r, fps, study.paper_macs, ref, manifest) for r in records]
     noisy = records[0]["eval"]["noisy"] if records else {}
     out = {"command": command, "date": datetime.date.today().isoformat(),
            "config": str(study.args.config), "set": list(study.args.set or []),
@@ -98,15 +115,15 @@ def goals(rows: dict[str, dict]) -> list[dict[str, Any]]:
         else:
             out.append({"goal": what, "rows": [a, b], "value": None, "met": None,
                         "detail": f"rows {a} and {b} not both finished"})
-    # The rows of item 3 (usage targets tied to speech) answer the same goals as a5 where they
-    # ran: the equal-MACs comparison against b3 and the speech/non-speech gap.
-    for a in ("f1", "f3"):
+    # The rows of item 3 (usage targets per frame) answer the same goals as a5 where they ran:
+    # the equal-MACs comparison against b3 and the speech/non-speech gap.
+    for a in ITEM3_ROWS:
         b = "b3"
         if _both(rows, a, b):
             out.append(_compare(rows, f"{GOALS[0][0]} ({a} {rows[a]['name']} in a5's place)",
                                 a, b, GOALS[0][3]))
     what = "DynCP Φ 0.75: Φ on non-speech frames ≥ 0.1 above Φ on speech frames"
-    for a in ("a5", "f1", "f3"):
+    for a in ("a5", *ITEM3_ROWS):
         r = rows.get(a)
         if a != "a5" and r is None:
             continue
@@ -127,7 +144,16 @@ def _f(v, fmt: str = "{:.3f}") -> str:
 
 
 COLUMNS = ["row", "steps (total)", "PESQ-WB", "STOI", "SI-SDR", "DNSMOS", "MMAC/s", "saved",
-           "PESQ drop", "Φ (trgt)", "Φ std", "never / always on", "Φ speech / non"]
+           "PESQ drop", "Φ (trgt)", "Φ std", "never / always on", "Φ speech / non",
+           "Φ lowest / highest SNR"]
+
+
+def _snr_cell(r: dict) -> str:
+    by = r.get("phi_by_snr")
+    if not by:
+        return "–"
+    lo, hi = list(by)[0], list(by)[-1]          # breakdown sorts the groups by value
+    return f"{by[lo]:.3f} / {by[hi]:.3f} ({lo} / {hi} dB)"
 
 
 def _cells(r: dict) -> list[str]:
@@ -140,7 +166,8 @@ def _cells(r: dict) -> list[str]:
             if gated else "–",
             _f(r["phi_std"]) if gated else "–",
             f"{100 * r['never_on']:.1f} / {100 * r['always_on']:.1f} %" if gated else "–",
-            f"{_f(r['phi_speech'])} / {_f(r['phi_nonspeech'])}" if gated else "–"]
+            f"{_f(r['phi_speech'])} / {_f(r['phi_nonspeech'])}" if gated else "–",
+            _snr_cell(r)]
 
 
 def table(report: dict) -> str:
@@ -148,7 +175,7 @@ def table(report: dict) -> str:
     n = report["noisy"]
     lines = [[*COLUMNS], ["noisy", "–", _f(n.get("pesq_wb")), _f(n.get("stoi")),
                           _f(n.get("si_sdr"), "{:.2f}"), _f(n.get("dnsmos_ovrl")),
-                          *["–"] * 7]]
+                          *["–"] * (len(COLUMNS) - 6)]]
     lines += [_cells(r) for r in report["rows"]]
     width = [max(len(x[i]) for x in lines) for i in range(len(COLUMNS))]
     text = ["  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(x, width)))
@@ -184,7 +211,7 @@ def markdown(report: dict, plot_name: str, notes: str) -> str:
     n = report["noisy"]
     md.append(f"| noisy | – | {_f(n.get('pesq_wb'))} | {_f(n.get('stoi'))} | "
               f"{_f(n.get('si_sdr'), '{:.2f}')} | {_f(n.get('dnsmos_ovrl'))} |"
-              + " – |" * 7)
+              + " – |" * (len(COLUMNS) - 6))
     md += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
     md += ["", "## Goals (issue 12)", ""]
     md += [f"- {g['goal']}: **{_met(g)}** ({g['detail']})" for g in report["goals"]]
@@ -197,7 +224,9 @@ def markdown(report: dict, plot_name: str, notes: str) -> str:
               if r["audio_s_per_s"] else "") for r in rows]
     md += ["", "MACs exclude bias, normalisation, activations and gate pooling. PESQ drop is "
            "relative. Φ std is the standard deviation over dev frames of the per-frame Φ; a "
-           "frame is speech when its clean energy is within 40 dB of the file's loudest frame.",
+           "frame is speech when its clean energy is within 40 dB of the file's loudest frame. "
+           "Φ lowest / highest SNR: the mean Φ of the dev files mixed at the lowest and at the "
+           "highest SNR of the dev set's manifest (does a row spend less on easy recordings?).",
            "", NOTES, notes.rstrip() or "\n(no notes yet)", ""]
     return "\n".join(md)
 

@@ -21,7 +21,7 @@ from .errors import ConfigError
 
 SURROGATES = ("ste", "ste_clipped", "sigmoid", "stochastic")
 USAGE_MODES = ("global", "per_block")
-FRAME_TARGETS = ("none", "speech", "contrast")
+FRAME_TARGETS = ("none", "speech", "contrast", "snr")
 
 
 def _check(cond: bool, key: str, msg: str) -> None:
@@ -131,7 +131,9 @@ class LossConfig:
     # non-speech frames toward Φ_trgt + frame_spread and speech frames toward what keeps each
     # item's mean at Φ_trgt (losses.speech_usage_loss); "contrast" keeps the paper's L_DCP and
     # adds a hinge that asks the batch's non-speech frames to be pruned at least frame_spread
-    # more than its speech frames (losses.contrast_loss); "none" is the paper's L_DCP.
+    # more than its speech frames (losses.contrast_loss); "snr" is that hinge with the frames
+    # split by difficulty (the batch's cleaner half by input SNR pruned frame_spread more than
+    # its harder half, losses.hard_frames); "none" is the paper's L_DCP.
     frame_target: str = "none"
     frame_spread: float = 0.2
 

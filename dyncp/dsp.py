@@ -75,6 +75,15 @@ def frame_energy_db(wav: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
     return 10.0 * torch.log10(e + 1e-12)
 
 
+def frame_snr_db(clean: torch.Tensor, noisy: torch.Tensor, cfg: STFTConfig) -> torch.Tensor:
+    """Input SNR per STFT frame in dB, [B, T] (or [T]): the clean frame's energy over that of
+    ``noisy - clean``, the part the model has to remove. The difficulty split of
+    ``loss.frame_target = "snr"``."""
+    if clean.shape != noisy.shape:
+        raise ValueError(f"clean {tuple(clean.shape)} and noisy {tuple(noisy.shape)} differ")
+    return frame_energy_db(clean, cfg) - frame_energy_db(noisy - clean, cfg)
+
+
 #: A frame is speech when its clean energy lies within this many dB of the signal's loudest
 #: frame [decided]: evaluation's Φ on speech / non-speech frames and the speech-tied usage
 #: target in training (loss.frame_target) share it.

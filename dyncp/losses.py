@@ -8,7 +8,9 @@
 - :func:`speech_usage_loss`: L_DCP with a speech-tied target per frame (``loss.frame_target =
   "speech"``, issue 12 item 3): more pruning on non-speech frames, the mean kept at Φ_trgt;
 - :func:`contrast_loss`: the paper's L_DCP plus a hinge on Φ(non-speech) − Φ(speech) over the
-  batch (``loss.frame_target = "contrast"``): the same aim, the allocation left to the gates.
+  batch (``loss.frame_target = "contrast"``): the same aim, the allocation left to the gates;
+  with ``loss.frame_target = "snr"`` the same hinge splits the frames by difficulty instead
+  (:func:`hard_frames`: the cleaner half of the batch's frames is pruned more).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .config import LossConfig, STFTConfig
-from .dsp import speech_mask, stft
+from .dsp import frame_snr_db, speech_mask, stft
 
 #: The most a speech-tied target asks of a non-speech frame (some channels stay on).
 FRAME_TARGET_CAP = 0.95
@@ -130,9 +132,9 @@ def frame_targets(target: torch.Tensor, nonspeech: torch.Tensor, spread: float
 
 def _frame_phi(gates: list[torch.Tensor], speech: torch.Tensor) -> torch.Tensor:
     """Φ of each frame over every block and channel, [B, T] (differentiable), after checking that
-    the speech mask [B, T] matches the gates [B, H, T]."""
+    the frame mask [B, T] matches the gates [B, H, T]."""
     if speech.shape != (gates[0].shape[0], gates[0].shape[-1]):
-        raise ValueError(f"speech mask {tuple(speech.shape)} does not match the gates' "
+        raise ValueError(f"frame mask {tuple(speech.shape)} does not match the gates' "
                          f"[B, T] = {(gates[0].shape[0], gates[0].shape[-1])}")
     return 1.0 - torch.stack([g.mean(dim=1) for g in gates]).mean(0)
 
@@ -161,13 +163,14 @@ def speech_usage_loss(gates: list[torch.Tensor], speech: torch.Tensor, target: t
 
 def contrast_loss(gates: list[torch.Tensor], speech: torch.Tensor, margin: float,
                   items: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """The speech/non-speech contrast term [decided] (issue 12 item 3):
-    ``relu(margin - (Φ_N - Φ_S))^2``, with Φ_N and Φ_S the pruning ratios of all non-speech and
-    all speech frames of the counted ``items`` (bool [B]; default all) pooled over the batch,
-    every block and channel. Zero once non-speech frames are pruned ``margin`` more than speech
-    frames; unlike :func:`speech_usage_loss` it leaves each frame's and each item's share free.
-    A batch without both kinds of frame gives 0. ``gates``: [B, H, T] per block; ``speech``
-    [B, T] bool. Returns (loss, Φ_N − Φ_S detached)."""
+    """The contrast term [decided] (issue 12 item 3): ``relu(margin - (Φ_N - Φ_S))^2``, with
+    Φ_S the pruning ratio of the frames ``speech`` marks (those asked to keep more channels:
+    the speech frames, or with ``frame_target = "snr"`` the hard ones of :func:`hard_frames`)
+    and Φ_N that of the others, each pooled over the counted ``items`` (bool [B]; default all),
+    every block and channel. Zero once the unmarked frames are pruned ``margin`` more than the
+    marked ones; unlike :func:`speech_usage_loss` it leaves each frame's and each item's share
+    free. A batch without both kinds of frame gives 0. ``gates``: [B, H, T] per block;
+    ``speech`` [B, T] bool. Returns (loss, Φ_N − Φ_S detached)."""
     phi_t = _frame_phi(gates, speech)                                      # [B, T]
     sp = speech.to(phi_t.dtype)
     w = (torch.ones_like(sp[:, 0]) if items is None else items.to(sp.dtype))[:, None]
@@ -179,6 +182,19 @@ def contrast_loss(gates: list[torch.Tensor], speech: torch.Tensor, margin: float
     return torch.relu(margin - gap).pow(2), gap.detach()
 
 
+def hard_frames(clean: torch.Tensor, noisy: torch.Tensor, cfg: STFTConfig,
+                items: torch.Tensor | None = None) -> torch.Tensor:
+    """The harder half of a batch's frames [decided] (``loss.frame_target = "snr"``): bool
+    [B, T], true where the frame's input SNR (:func:`dyncp.dsp.frame_snr_db`) lies below the
+    median over the counted ``items``' frames (bool [B]; default all). Relative to the batch, so
+    the split holds at every SNR range a recipe mixes at."""
+    snr = frame_snr_db(clean, noisy, cfg)
+    counted = snr if items is None else snr[items]
+    if counted.numel() == 0:
+        return torch.zeros_like(snr, dtype=torch.bool)
+    return snr < counted.median()
+
+
 def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
                valid: torch.Tensor | None = None) -> torch.Tensor:
     """L_DCP: ``(Phi - target)^2`` (global) or the mean of per-block squared errors."""
@@ -186,11 +202,12 @@ def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
 
 
 def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor], cfg: LossConfig,
-               stft_cfg: STFTConfig, target: float | torch.Tensor | None = None
-               ) -> dict[str, torch.Tensor]:
+               stft_cfg: STFTConfig, target: float | torch.Tensor | None = None,
+               noisy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """L = L_SE (+ si_sdr_weight * -SI-SDR) + usage_weight * L_DCP. ``target`` overrides
     ``cfg.prune_target`` (for the ramp); a [B] tensor gives each item its own target (budget
-    models; 0 = that item ran every channel). Returns the parts and ``loss``."""
+    models; 0 = that item ran every channel). ``noisy`` (the model's input) is needed by
+    ``frame_target = "snr"`` alone. Returns the parts and ``loss``."""
     se = spectral_loss(est, clean, stft_cfg, cfg.compress, cfg.mix)
     out = {"se": se}
     loss = se
@@ -221,10 +238,16 @@ def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor]
         out["usage"] = usage_from_ratios(phi_b, tgt, cfg.usage_mode)
         out["phi"] = phi_b.detach().mean()
         loss = loss + cfg.usage_weight * out["usage"]
-    if gates and cfg.frame_target == "contrast":
+    if gates and cfg.frame_target in ("contrast", "snr"):
         items = target > 0 if isinstance(target, torch.Tensor) and target.dim() == 1 else None
-        out["contrast"], out["phi_gap"] = contrast_loss(gates, speech_mask(clean, stft_cfg),
-                                                        cfg.frame_spread, items)
+        if cfg.frame_target == "snr":
+            if noisy is None:
+                raise ValueError('loss.frame_target = "snr" needs the noisy input: '
+                                 "total_loss(..., noisy=...)")
+            keep = hard_frames(clean, noisy, stft_cfg, items)
+        else:
+            keep = speech_mask(clean, stft_cfg)
+        out["contrast"], out["phi_gap"] = contrast_loss(gates, keep, cfg.frame_spread, items)
         loss = loss + cfg.usage_weight * out["contrast"]
     out["loss"] = loss
     return out

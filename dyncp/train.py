@@ -133,7 +133,8 @@ def validate(model: ConvFSENet, pairs, cfg: Config, device: torch.device) -> dic
         noisy = torch.from_numpy(np.asarray(p.noisy, np.float32)).unsqueeze(0).to(device)
         clean = torch.from_numpy(np.asarray(p.clean, np.float32)).unsqueeze(0).to(device)
         est, gates = enhance_tensor(model, noisy)
-        losses.append(float(total_loss(est, clean, gates, cfg.loss, cfg.stft)["loss"]))
+        losses.append(float(total_loss(est, clean, gates, cfg.loss, cfg.stft,
+                                         noisy=noisy)["loss"]))
         est_np = est[0].cpu().numpy()
         pesqs.append(pesq_score(est_np, p.clean, cfg.stft.sample_rate, "wb"))
         sdrs.append(si_sdr(est_np, p.clean))
@@ -274,7 +275,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                 budgets = budgets.to(noisy.device)
             est, gates = enhance_tensor(net, noisy, phi=budgets)
             parts = total_loss(est, clean, gates, cfg.loss, cfg.stft,
-                               target=budgets if budgets is not None else target)
+                               target=budgets if budgets is not None else target, noisy=noisy)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if cfg.train.grad_clip > 0:

@@ -156,3 +156,64 @@ def test_total_loss_with_contrast_adds_the_term_to_the_paper_loss():
     assert out["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * 0.15 ** 2, rel=1e-5)
     assert load_config("configs/tiny.toml", ["loss.frame_target=contrast"]).loss.frame_target \
         == "contrast"
+
+
+# -- the difficulty contrast (loss.frame_target = "snr") -----------------------------------------
+
+def _snr_pair(n: int = 16000):
+    """Clean speech-like tone all through; noise only in the second half of item 0 and all
+    through item 1 at a lower level: frame SNRs differ by item and by half."""
+    stft_cfg = STFTConfig()
+    t = torch.arange(n)
+    clean = 0.3 * torch.sin(t * 0.05).repeat(2, 1)
+    gen = torch.Generator().manual_seed(0)
+    noise = torch.randn(2, n, generator=gen)
+    noise[0, : n // 2] *= 0.001                     # item 0: clean first half (high SNR)
+    noise[0, n // 2:] *= 0.3                        # then loud noise (low SNR)
+    noise[1] *= 0.03                                # item 1: moderate noise all through
+    return clean, clean + noise, stft_cfg
+
+
+def test_frame_snr_and_the_hard_half():
+    from dyncp.dsp import frame_snr_db
+    from dyncp.losses import hard_frames
+    clean, noisy, stft_cfg = _snr_pair()
+    snr = frame_snr_db(clean, noisy, stft_cfg)
+    T = snr.shape[-1]
+    mid = T // 2
+    # ~50 dB apart between item 0's halves; item 1 in between
+    assert snr[0, 2:mid - 2].mean() - snr[0, mid + 2:-2].mean() > 40
+    assert snr[0, mid + 2:-2].mean() < snr[1, 2:-2].mean() < snr[0, 2:mid - 2].mean()
+    hard = hard_frames(clean, noisy, stft_cfg)
+    assert hard.shape == (2, T) and hard.float().mean().item() == pytest.approx(0.5, abs=0.02)
+    assert hard[0, mid + 2:-2].all() and not hard[0, 2:mid - 2].any()   # the noisy half is hard
+    # only the counted items set the median: item 1 alone splits its own frames in half
+    only1 = hard_frames(clean, noisy, stft_cfg, items=torch.tensor([False, True]))
+    assert only1[1].float().mean().item() == pytest.approx(0.5, abs=0.05)
+    assert not hard_frames(clean, noisy, stft_cfg, items=torch.tensor([False, False])).any()
+    with pytest.raises(ValueError, match="differ"):
+        frame_snr_db(clean, noisy[:, :-1], stft_cfg)
+
+
+def test_total_loss_with_snr_prunes_the_clean_half_more():
+    from dyncp.losses import hard_frames
+    clean, noisy, stft_cfg = _snr_pair()
+    hard = hard_frames(clean, noisy, stft_cfg)
+    cfg = LossConfig(prune_target=0.75, usage_weight=2.0, frame_target="snr", frame_spread=0.15)
+    # easy frames already pruned 0.2 more than hard ones: no contrast cost
+    ok = torch.where(hard, torch.tensor(0.65), torch.tensor(0.85))
+    out = total_loss(noisy, clean, _gates(ok), cfg, stft_cfg, noisy=noisy)
+    assert out["contrast"].item() == 0.0
+    assert out["phi_gap"].item() == pytest.approx(0.2, abs=0.02)
+    # the other way round (hard frames pruned more) costs (0.15 + 0.2)^2, and the gradient asks
+    # to prune the easy frames more and the hard ones less
+    bad = torch.where(hard, torch.tensor(0.85), torch.tensor(0.65))
+    g = _gates(bad)
+    out = total_loss(noisy, clean, g, cfg, stft_cfg, noisy=noisy)
+    assert out["contrast"].item() == pytest.approx(0.35 ** 2, rel=0.1)
+    out["contrast"].backward()
+    grad = g[0].grad.sum(dim=1)
+    assert (grad[~hard] > 0).all() and (grad[hard] < 0).all()
+    with pytest.raises(ValueError, match="needs the noisy input"):
+        total_loss(noisy, clean, _gates(ok), cfg, stft_cfg)
+    assert load_config("configs/tiny.toml", ["loss.frame_target=snr"]).loss.frame_target == "snr"

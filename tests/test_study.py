@@ -143,9 +143,10 @@ def test_constant_gate_holds_its_mask_through_training(tiny_cfg):
 def test_rows_bring_what_they_need():
     assert [r.id for r in study.selected("b2")] == ["a1", "a4", "b2"]
     assert [r.id for r in study.selected("struct75,e1")] == ["a1", "a5", "b6", "e1"]
-    assert len(study.selected(None)) == len(study.ROWS) == 25
+    assert len(study.selected(None)) == len(study.ROWS) == 26
     assert [r.id for r in study.selected("speech75")] == ["a1", "f1"]
     assert [r.id for r in study.selected("contrast75")] == ["a1", "f3"]
+    assert [r.id for r in study.selected("snr75")] == ["a1", "f4"]
     with pytest.raises(Exception, match="unknown row"):
         study.selected("z9")
 
@@ -155,15 +156,16 @@ def test_speech_rows_differ_from_their_twin_only_in_the_usage_target(tmp_path):
                               runs=str(tmp_path), static_model=None, dev="", dev_limit=0,
                               wide_hidden=0)
     s = study.Study(args)
-    plans = {k: s.plan(study.BY_KEY[k]).cfg.to_dict() for k in ("a5", "f1", "f3")}
-    for k, target, spread in (("f1", "speech", 0.2), ("f3", "contrast", 0.15)):
+    plans = {k: s.plan(study.BY_KEY[k]).cfg.to_dict() for k in ("a5", "f1", "f3", "f4")}
+    for k, target, spread in (("f1", "speech", 0.2), ("f3", "contrast", 0.15),
+                              ("f4", "snr", 0.15)):
         loss = plans[k]["loss"]
         assert (loss["frame_target"], loss["frame_spread"], loss["prune_target"]) == (
             target, spread, 0.75)
         twin = dict(plans[k], loss=dict(loss, frame_target="none", frame_spread=0.2),
                     name=plans["a5"]["name"])
         assert twin == plans["a5"], k
-    assert s.plan(study.BY_KEY["f3"]).init == "a1"
+    assert s.plan(study.BY_KEY["f3"]).init == s.plan(study.BY_KEY["f4"]).init == "a1"
 
 
 def test_study_runs_two_rows_end_to_end(tmp_path):
@@ -224,3 +226,19 @@ def test_goals_compare_the_rows_issue_12_names():
     wide = got[("c2", "a2", False)]
     assert wide["met"] is None and "not both finished" in wide["detail"]
     assert not any(g["rows"][0] == "f1" for g in study_report.goals(rows))   # f1 did not run
+
+
+def test_phi_by_snr_groups_the_dev_files_by_the_manifest():
+    import study_report
+    files = [{"name": "x1", "pruning_ratio": 0.8}, {"name": "x2", "pruning_ratio": 0.6},
+             {"name": "x3", "pruning_ratio": 0.7}, {"name": "x4", "pruning_ratio": 0.5}]
+    manifest = {"x1": {"snr_db": "-5"}, "x2": {"snr_db": "15"}, "x3": {"snr_db": "-5"},
+                "x4": {"snr_db": "5"}}
+    rec = {"eval": {"mean": {"gated": True}, "files": files}}
+    by = study_report._phi_by_snr(rec, manifest)
+    assert by == pytest.approx({"-5": 0.75, "5": 0.5, "15": 0.6})
+    assert list(by) == ["-5", "5", "15"]                        # by value, not as text
+    assert study_report._snr_cell({"phi_by_snr": by}) == "0.750 / 0.600 (-5 / 15 dB)"
+    assert study_report._phi_by_snr(rec, {}) is None
+    assert study_report._phi_by_snr({"eval": {"mean": {"gated": False}, "files": files}},
+                                     manifest) is None

@@ -102,6 +102,14 @@ def test_two_step_training(tmp_path, pairs_dir):
     assert not list(run.glob(".*tmp"))                               # atomic writes left nothing
 
 
+def test_snr_frame_target_trains_and_validates(tmp_path, pairs_dir):
+    # the difficulty split needs the noisy input: the loop hands it over in training and in
+    # validation
+    cfg = _cfg(pairs_dir, "loss.frame_target=snr", "loss.frame_spread=0.15")
+    model, meta = load_model(T.train(cfg, tmp_path / "run", progress=False))
+    assert meta["step"] == 2 and np.isfinite(meta["valid"]["valid_loss"])
+
+
 def test_tensorboard_gets_the_logged_scalars(tmp_path, monkeypatch):
     """Each epoch's CSV row also goes to TensorBoard (when installed): every finite number but
     epoch and step, at the row's step. A stand-in SummaryWriter records the calls."""
