@@ -335,13 +335,14 @@ def _check_constant(model, mask: torch.Tensor) -> None:
 
 
 def _recipe(plan: dict) -> dict:
-    """A row's plan less the machine keys (train.threads, train.num_workers: the same as on
-    ``--resume``), so a row trained on another machine, e.g. a GPU with data workers, joins the
-    table as long as its recipe is the same."""
+    """A row's plan with its config completed by the keys added since it ran (at their
+    defaults, which keep the old behaviour: as on ``--resume``) and less the machine keys
+    (train.threads, train.num_workers), so a row trained on another machine, e.g. a GPU with
+    data workers, or by an older version joins the table as long as its recipe is the same."""
     cfg = plan.get("config")
     if not cfg:
         return plan
-    cfg = {sec: dict(v) if isinstance(v, dict) else v for sec, v in cfg.items()}
+    cfg = Config.from_dict(cfg).to_dict()
     for key in MACHINE_KEYS:
         sec, name = key.split(".")
         cfg.get(sec, {}).pop(name, None)

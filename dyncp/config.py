@@ -136,6 +136,10 @@ class LossConfig:
     # its harder half, losses.hard_frames); "none" is the paper's L_DCP.
     frame_target: str = "none"
     frame_spread: float = 0.2
+    # Distillation [decided]: + distill_weight * L_SE(output, teacher's output), the teacher a
+    # frozen model (train.teacher; for a DynCP fine-tune, the static model it starts from), so
+    # the gated model is asked to do what its dense twin does on every frame. 0 = off.
+    distill_weight: float = 0.0
 
     def validate(self, p: str = "loss") -> None:
         _check(0 < self.compress <= 1, f"{p}.compress", "must be in (0, 1]")
@@ -148,6 +152,7 @@ class LossConfig:
         _check(self.frame_target in FRAME_TARGETS, f"{p}.frame_target",
                f"must be one of {', '.join(FRAME_TARGETS)}, got {self.frame_target!r}")
         _check(0 < self.frame_spread < 1, f"{p}.frame_spread", "must be in (0, 1)")
+        _check(self.distill_weight >= 0, f"{p}.distill_weight", "must be >= 0 (0 disables)")
         _check(self.frame_target == "none" or self.usage_mode == "global", f"{p}.frame_target",
                "a per-frame target needs usage_mode = \"global\"")
 
@@ -217,6 +222,7 @@ class TrainConfig:
     threads: int = 0           # torch intra-op threads; 0 = leave torch's default
     ema: float = 0.0           # decay of an exponential moving average of the weights; 0 = off.
                                # When on, validation, best.pt and last.pt use the averaged weights
+    teacher: str = ""          # model checkpoint (or shipped name) for loss.distill_weight
 
     def validate(self, p: str = "train") -> None:
         for k in ("batch_size", "epochs"):
@@ -248,6 +254,8 @@ class Config:
                 v.validate(f.name)
         _check(self.gate.min_active <= self.model.hidden, "gate.min_active",
                f"must be <= model.hidden ({self.model.hidden})")
+        _check(self.loss.distill_weight == 0 or self.train.teacher != "", "train.teacher",
+               "loss.distill_weight > 0 needs a teacher checkpoint (train.teacher)")
 
     # -- conversion ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

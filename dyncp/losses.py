@@ -203,14 +203,22 @@ def usage_loss(gates: list[torch.Tensor], target: float, mode: str = "global",
 
 def total_loss(est: torch.Tensor, clean: torch.Tensor, gates: list[torch.Tensor], cfg: LossConfig,
                stft_cfg: STFTConfig, target: float | torch.Tensor | None = None,
-               noisy: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-    """L = L_SE (+ si_sdr_weight * -SI-SDR) + usage_weight * L_DCP. ``target`` overrides
-    ``cfg.prune_target`` (for the ramp); a [B] tensor gives each item its own target (budget
-    models; 0 = that item ran every channel). ``noisy`` (the model's input) is needed by
-    ``frame_target = "snr"`` alone. Returns the parts and ``loss``."""
+               noisy: torch.Tensor | None = None, teacher: torch.Tensor | None = None
+               ) -> dict[str, torch.Tensor]:
+    """L = L_SE (+ si_sdr_weight * -SI-SDR) + usage_weight * L_DCP (+ distill_weight * L_SE
+    against ``teacher``, a frozen model's output for the same input, where given). ``target``
+    overrides ``cfg.prune_target`` (for the ramp); a [B] tensor gives each item its own target
+    (budget models; 0 = that item ran every channel). ``noisy`` (the model's input) is needed
+    by ``frame_target = "snr"`` alone. Returns the parts and ``loss``."""
     se = spectral_loss(est, clean, stft_cfg, cfg.compress, cfg.mix)
     out = {"se": se}
     loss = se
+    if teacher is not None and cfg.distill_weight > 0:
+        if teacher.shape != est.shape:
+            raise ValueError(f"teacher output {tuple(teacher.shape)} does not match the "
+                             f"model's {tuple(est.shape)}")
+        out["distill"] = spectral_loss(est, teacher.detach(), stft_cfg, cfg.compress, cfg.mix)
+        loss = loss + cfg.distill_weight * out["distill"]
     if cfg.si_sdr_weight > 0:
         out["si_sdr"] = si_sdr_loss(est, clean)
         loss = loss + cfg.si_sdr_weight * out["si_sdr"]

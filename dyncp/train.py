@@ -198,6 +198,20 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
         d.close()
 
 
+def _teacher(cfg: Config, device: torch.device) -> ConvFSENet:
+    """The frozen model of ``loss.distill_weight`` (``train.teacher``), in eval mode; it must
+    work on the same STFT as the model trained."""
+    try:
+        teacher, _ = load_model(cfg.train.teacher)
+    except (CheckpointError, FileNotFoundError, OSError) as e:
+        raise CheckpointError(f"train.teacher: {e}") from None
+    if teacher.cfg.stft != cfg.stft:
+        raise ConfigError(f"train.teacher {cfg.train.teacher}: its STFT ({teacher.cfg.stft}) is "
+                          f"not the model's ({cfg.stft})")
+    teacher.requires_grad_(False)
+    return teacher.to(device).eval()
+
+
 def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool, d: _Dist) -> Path:
     from .data import eval_pairs, training_set
 
@@ -210,6 +224,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         init_from_checkpoint(model, init)
     _seed_everything(cfg.train.seed + d.rank)  # but rank-specific noise (stochastic gates)
     model.to(d.device)
+    teacher = _teacher(cfg, d.device) if cfg.loss.distill_weight > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
     sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.train.lr_decay)
@@ -274,8 +289,13 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                                          ramp=target / max(cfg.loss.prune_target, 1e-9))
                 budgets = budgets.to(noisy.device)
             est, gates = enhance_tensor(net, noisy, phi=budgets)
+            t_est = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_est = enhance_tensor(teacher, noisy)[0]
             parts = total_loss(est, clean, gates, cfg.loss, cfg.stft,
-                               target=budgets if budgets is not None else target, noisy=noisy)
+                               target=budgets if budgets is not None else target, noisy=noisy,
+                               teacher=t_est)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
             if cfg.train.grad_clip > 0:

@@ -155,3 +155,25 @@ def test_usage_loss_alone_reaches_the_target(mode, target):
     assert abs(pruning_ratio(gates).item() - target) < 0.05
     if mode == "per_block":
         assert torch.all((pruning_ratio(gates, per_block=True) - target).abs() < 0.05)
+
+
+def test_distillation_term_pulls_toward_the_teacher():
+    clean = _speechlike()
+    est = (clean + 0.05 * _speechlike(seed=1)).requires_grad_(True)
+    teacher = clean + 0.02 * _speechlike(seed=2)
+    cfg = LossConfig(distill_weight=2.0)
+    out = total_loss(est, clean, [], cfg, STFT, teacher=teacher)
+    want = spectral_loss(est, teacher, STFT, cfg.compress, cfg.mix)
+    assert out["distill"].item() == pytest.approx(want.item()) and want.item() > 0
+    assert out["loss"].item() == pytest.approx(out["se"].item() + 2.0 * want.item(), rel=1e-6)
+    # the term is zero at the teacher's output, and absent without a teacher or a weight
+    assert total_loss(teacher, clean, [], cfg, STFT, teacher=teacher)["distill"].item() \
+        == pytest.approx(0.0, abs=1e-9)
+    assert "distill" not in total_loss(est, clean, [], cfg, STFT)
+    assert "distill" not in total_loss(est, clean, [], LossConfig(), STFT, teacher=teacher)
+    # the gradient reaches the student only
+    t = teacher.clone().requires_grad_(True)
+    total_loss(est, clean, [], cfg, STFT, teacher=t)["loss"].backward()
+    assert est.grad is not None and t.grad is None
+    with pytest.raises(ValueError, match="teacher output"):
+        total_loss(est, clean, [], cfg, STFT, teacher=teacher[:, :-1])

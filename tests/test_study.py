@@ -203,6 +203,12 @@ def test_study_runs_two_rows_end_to_end(tmp_path):
     assert study.main([*args[:7], "3", *args[8:]]) == 2
     assert study.main([*args, "--set", "train.lr=0.002"]) == 2
     assert study.main([*args, "--set", "train.threads=1", "--set", "train.num_workers=2"]) == 0
+    # a row recorded before a config key existed joins with the key at its default
+    ev = tmp_path / "runs" / "a3_dyncp25" / "eval.json"
+    rec = json.loads(ev.read_text())
+    del rec["plan"]["config"]["loss"]["distill_weight"], rec["plan"]["config"]["train"]["teacher"]
+    ev.write_text(json.dumps(rec))
+    assert study.main(args) == 0
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")}
 
 

@@ -233,6 +233,28 @@ def test_init_from_static_checkpoint(tmp_path, pairs_dir):
         T.init_from_checkpoint(build_model(load_config(TINY)), wide)
 
 
+def test_distillation_from_a_teacher(tmp_path, pairs_dir):
+    # a frozen teacher (here a random static model, far from the student) adds its term to the
+    # training loss; the run's validation loss stays the task's loss
+    torch.manual_seed(7)
+    teacher = save_model(build_model(load_config(TINY, ["gate.enabled=false"])),
+                         tmp_path / "teacher.pt")
+    before = _weights(teacher)
+    plain = T.train(_cfg(pairs_dir), tmp_path / "plain", progress=False)
+    taught = T.train(_cfg(pairs_dir, "loss.distill_weight=1000", f"train.teacher={teacher}"),
+                     tmp_path / "taught", progress=False)
+    log = {k: list(csv.DictReader((p.parent / "log.csv").open()))[0]
+           for k, p in (("plain", plain), ("taught", taught))}
+    assert float(log["taught"]["train_loss"]) > float(log["plain"]["train_loss"]) + 5
+    assert float(log["taught"]["valid_loss"]) < float(log["taught"]["train_loss"])
+    assert all(torch.equal(v, before[k]) for k, v in _weights(teacher).items())  # untouched
+    with pytest.raises(ConfigError, match="train.teacher"):
+        _cfg(pairs_dir, "loss.distill_weight=1")
+    with pytest.raises(CheckpointError, match="train.teacher.*nope.pt"):
+        T.train(_cfg(pairs_dir, "loss.distill_weight=1", f"train.teacher={tmp_path}/nope.pt"),
+                tmp_path / "bad", progress=False)
+
+
 def test_ddp_two_processes(tmp_path, pairs_dir):
     """torchrun, 2 CPU processes (gloo): rank 0 writes a loadable best.pt."""
     run = tmp_path / "ddp"
