@@ -209,8 +209,10 @@ def evaluate_checkpoint(ckpt: str | Path, data_spec: str, split: str = "test", l
     out = evaluate(model, pairs, dnsmos=dnsmos, progress=progress, phi=phi)
     from .devset import breakdown, read_manifest
     manifest = read_manifest(data_spec)      # {} for specs without a manifest.csv
-    if manifest:   # e.g. realdev: scores per band, noise kind and SNR
-        out["by"] = breakdown(out["files"], manifest)
+    if manifest:   # e.g. realdev: scores (and a gated model's Φ) per band, noise kind and SNR
+        metrics = ("pesq_wb", "stoi", "si_sdr") + (("pruning_ratio",) if out["mean"]["gated"]
+                                                   else ())
+        out["by"] = breakdown(out["files"], manifest, metrics)
     out["info"] = {"checkpoint": str(ckpt), "data": data_spec, "split": split,
                    "config": model.cfg.name, "epoch": meta.get("epoch")}
     return out
@@ -249,6 +251,9 @@ def format_table(result: dict[str, Any]) -> str:
                        ("snr_db", "by SNR (dB)")):
         groups = (result.get("by") or {}).get(col)
         if groups:
-            lines += ["", f"PESQ-WB {title}:"] + [
-                f"  {k:<20s} {f(v.get('pesq_wb'))}  (n={v['n']})" for k, v in groups.items()]
+            gated = any(v.get("pruning_ratio") is not None for v in groups.values())
+            lines += ["", f"PESQ-WB{' and Φ' if gated else ''} {title}:"] + [
+                f"  {k:<20s} {f(v.get('pesq_wb'))}"
+                + (f"  Φ {f(v.get('pruning_ratio'))}" if gated else "") + f"  (n={v['n']})"
+                for k, v in groups.items()]
     return "\n".join(lines)

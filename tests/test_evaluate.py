@@ -123,6 +123,13 @@ def test_gate_statistics_and_macs(gated_result):
     assert np.average([f["pruning_ratio"] for f in res["files"]], weights=frames) == \
         pytest.approx(m["pruning_ratio"], abs=1e-6)
     assert "pruning ratio" in format_table(res)
+    # with groups (a dev set's manifest), a gated model's table gives Φ per group
+    res["by"] = {"snr_db": {"-5": {"n": 1, "pesq_wb": 1.2, "pruning_ratio": 0.61},
+                            "15": {"n": 1, "pesq_wb": 2.2, "pruning_ratio": 0.74}}}
+    table = format_table(res)
+    assert "PESQ-WB and Φ by SNR (dB):" in table and "Φ 0.610" in table and "Φ 0.740" in table
+    res["by"]["snr_db"] = {k: {"n": 1, "pesq_wb": 1.0} for k in ("0", "5")}
+    assert "PESQ-WB by SNR (dB):" in format_table(res) and "Φ 1.000" not in format_table(res)
 
 
 def test_static_model_dynamic_equals_static():

@@ -113,6 +113,11 @@ def test_ship_scored_puts_dev_scores_into_the_card(weights, tmp_path):
     dev = c["dev"]
     assert dev["files"] == 3 and dev["pesq_wb"] > 1.0 and 0 <= dev["phi"] <= 1
     assert dev["by"]["noise_kind"]["white"]["n"] == 2
+    # a gated model's Φ per group too: the groups' files average to the whole set's Φ here
+    by_snr = dev["by"]["snr_db"]
+    assert all(0 <= g["pruning_ratio"] <= 1 for g in by_snr.values())
+    assert (by_snr["0"]["pruning_ratio"] + 2 * by_snr["5"]["pruning_ratio"]) / 3 == \
+        pytest.approx(dev["phi"], abs=0.05)
     assert c["steps"] == 1200 and c["audio_hours"] == 21.5
     # the card's figures are those of the written (float16) file
     from dyncp.evaluate import evaluate_checkpoint
