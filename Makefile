@@ -84,7 +84,8 @@ SHIP = $(VENV)/bin/dyncp ship $(MODEL_RUNS)/$(1)/best.pt --name $(1) --dev $(REA
 	    "trainpack + trainpack-extra speech and noise, generated noise, babble, band-limited speech (configs/real_$(1).toml)"
 models: install
 	$(call RUN_OR_RESUME,static)
-	$(call RUN_OR_RESUME,dyncp75,--init $(MODEL_RUNS)/static/best.pt)
+	$(call RUN_OR_RESUME,dyncp75,--init $(MODEL_RUNS)/static/best.pt \
+	    --set train.teacher=$(MODEL_RUNS)/static/best.pt)
 	$(call RUN_OR_RESUME,dyncp50,--init $(MODEL_RUNS)/static/best.pt)
 	$(call RUN_OR_RESUME,budget,--init $(MODEL_RUNS)/static/best.pt)
 	$(call SHIP,static)
@@ -115,7 +116,7 @@ mutants: install
 # recipe (configs/real_static.toml), N = STUDY_STEPS optimiser steps per run, every row scored on
 # realdev; writes benchmarks/results/study.json, docs/study.md and docs/study.png. Stop it at any
 # time: running it again skips finished rows and resumes the interrupted one. STUDY_ROWS=a1,a3
-# picks rows (and the rows they need); about 24 CPU-hours on 2 cores for all 25 rows at N = 6000.
+# picks rows (and the rows they need); about 25 CPU-hours on 2 cores for all 26 rows at N = 6000.
 STUDY_RUNS  ?= runs/study
 STUDY_STEPS ?= 6000
 STUDY_ROWS  ?=

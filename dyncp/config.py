@@ -254,8 +254,6 @@ class Config:
                 v.validate(f.name)
         _check(self.gate.min_active <= self.model.hidden, "gate.min_active",
                f"must be <= model.hidden ({self.model.hidden})")
-        _check(self.loss.distill_weight == 0 or self.train.teacher != "", "train.teacher",
-               "loss.distill_weight > 0 needs a teacher checkpoint (train.teacher)")
 
     # -- conversion ---------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

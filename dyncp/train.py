@@ -190,6 +190,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
         raise CheckpointError(f"{state_path}: no resume state to continue from")
     if init is not None and not Path(init).is_file():
         raise CheckpointError(f"{init}: no such checkpoint file")
+    if cfg.loss.distill_weight > 0 and not cfg.train.teacher:
+        raise ConfigError("train.teacher: loss.distill_weight > 0 needs a teacher checkpoint "
+                          "(--set train.teacher=PATH, e.g. the static model of --init)")
 
     d = _Dist()
     try:
@@ -200,7 +203,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
 
 def _teacher(cfg: Config, device: torch.device) -> ConvFSENet:
     """The frozen model of ``loss.distill_weight`` (``train.teacher``), in eval mode; it must
-    work on the same STFT as the model trained."""
+    work on the same STFT as the model trained. A config may name it at run time (the
+    checkpoint a fine-tune starts from lives outside the config: ``--set train.teacher=...``)."""
     try:
         teacher, _ = load_model(cfg.train.teacher)
     except (CheckpointError, FileNotFoundError, OSError) as e:

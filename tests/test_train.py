@@ -249,7 +249,8 @@ def test_distillation_from_a_teacher(tmp_path, pairs_dir):
     assert float(log["taught"]["valid_loss"]) < float(log["taught"]["train_loss"])
     assert all(torch.equal(v, before[k]) for k, v in _weights(teacher).items())  # untouched
     with pytest.raises(ConfigError, match="train.teacher"):
-        _cfg(pairs_dir, "loss.distill_weight=1")
+        T.train(_cfg(pairs_dir, "loss.distill_weight=1"), tmp_path / "none", progress=False)
+    assert not (tmp_path / "none").exists()                 # refused before anything is written
     with pytest.raises(CheckpointError, match="train.teacher.*nope.pt"):
         T.train(_cfg(pairs_dir, "loss.distill_weight=1", f"train.teacher={tmp_path}/nope.pt"),
                 tmp_path / "bad", progress=False)
