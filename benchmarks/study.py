@@ -46,7 +46,7 @@ from dyncp.errors import ConfigError, DyncpError  # noqa: E402
 from dyncp.macs import static_macs_per_frame  # noqa: E402
 from dyncp.masks import ForcedMasks, channel_usage, constant_gate_, top_channels  # noqa: E402
 from dyncp.model import build_model  # noqa: E402
-from dyncp.train_state import MACHINE_KEYS  # noqa: E402
+from dyncp.train_state import recipe_diff  # noqa: E402
 from dyncp.widths import equal_cost_config, phi_for_macs  # noqa: E402
 
 # Study-wide settings on top of --config: the dev set is scored once per row at the end, not
@@ -279,7 +279,7 @@ class Study:
         if not (self.dir(row) / "eval.json").is_file():
             return None
         old = self.result(row.id)
-        if _recipe(old["plan"]) != _recipe(json.loads(json.dumps(
+        if _plan_differs(old["plan"], json.loads(json.dumps(
                 self.record(row, self.plan(row))["plan"]))):
             raise ConfigError(f"{self.dir(row)}: holds row {row.id} run with another plan "
                               "(config, steps or init); use another --runs or remove the folder")
@@ -334,19 +334,17 @@ def _check_constant(model, mask: torch.Tensor) -> None:
             raise DyncpError("structured pruning: the constant gates moved in fine-tuning")
 
 
-def _recipe(plan: dict) -> dict:
-    """A row's plan with its config completed by the keys added since it ran (at their
-    defaults, which keep the old behaviour: as on ``--resume``) and less the machine keys
-    (train.threads, train.num_workers), so a row trained on another machine, e.g. a GPU with
-    data workers, or by an older version joins the table as long as its recipe is the same."""
-    cfg = plan.get("config")
-    if not cfg:
-        return plan
-    cfg = Config.from_dict(cfg).to_dict()
-    for key in MACHINE_KEYS:
-        sec, name = key.split(".")
-        cfg.get(sec, {}).pop(name, None)
-    return {**plan, "config": cfg}
+def _plan_differs(old: dict, new: dict) -> bool:
+    """Whether a finished row's plan is another than the one asked for now: steps, init or any
+    other entry, or a config that differs as a recipe (:func:`dyncp.train_state.recipe_diff`, the
+    rule of ``--resume``: machine keys such as threads and data workers do not count, keys added
+    since the row ran take their defaults), so a row trained on another machine, e.g. a GPU with
+    data workers, or by an older version joins the table."""
+    rest = ({k: v for k, v in p.items() if k != "config"} for p in (old, new))
+    if next(rest) != next(rest):
+        return True
+    a, b = old.get("config"), new.get("config")
+    return (a is None) != (b is None) or (a is not None and bool(recipe_diff(a, b)))
 
 
 def _train_log(run_dir: Path) -> dict[str, float]:

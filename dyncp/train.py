@@ -49,7 +49,7 @@ from .model import ConvFSENet, build_model
 from .train_state import (LOG_COLUMNS, MACHINE_KEYS, STATE_FORMAT, STATE_VERSION, _Dist,  # noqa: F401
                           _EMA, _config_diff, _log_tensorboard, _read_log, _rng_state,
                           _seed_everything, _set_rng_state, _write_log,
-                          load_state)
+                          load_state, recipe_diff)
 
 def phi_target(cfg: Config, step: int, total_steps: int) -> float:
     """Φ_trgt at optimiser step ``step``: linear from 0 to ``loss.prune_target`` over the first
@@ -172,11 +172,8 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
     if state_path.is_file():
         state = load_state(state_path)
         # how many threads the machine gives a run is no part of the recipe: a run started on
-        # one core may continue on two
-        # a key added to the config since the state was written takes its default
-        diff = [k for k in _config_diff(Config.from_dict(state.get("config", {})).to_dict(),
-                                        cfg.to_dict())
-                if k not in MACHINE_KEYS]
+        # one core may continue on two; a key added since the state was written takes its default
+        diff = recipe_diff(state.get("config", {}), cfg.to_dict())
         finished = int(state["epoch"]) >= cfg.train.epochs
         if diff and not (resume and diff == ["train.epochs"]):
             raise ConfigError(f"{run_dir}: holds a run with a different config (differs at "

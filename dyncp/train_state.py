@@ -141,6 +141,16 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     write_text(path, buf.getvalue())
 
 
+def recipe_diff(old: dict, new: dict) -> list[str]:
+    """Config keys in which two configs (plain dicts) differ as recipes: keys added since
+    ``old`` was written take their defaults, and the machine keys (:data:`MACHINE_KEYS`) do not
+    count. The one rule for ``--resume`` and for the study's finished rows."""
+    from .config import Config
+    return [k for k in _config_diff(Config.from_dict(old).to_dict(),
+                                    Config.from_dict(new).to_dict())
+            if k not in MACHINE_KEYS]
+
+
 def _config_diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     keys = []
     for k in sorted(set(a) | set(b)):
