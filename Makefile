@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 TORCH  := torch==2.13.0
 
-.PHONY: install test demo peers trainpack models clean chromium mutants
+.PHONY: install test demo peers trainpack models clean chromium mutants gpu-pack
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -92,6 +92,12 @@ models: install
 	$(call SHIP,dyncp75)
 	$(call SHIP,dyncp50)
 	$(call SHIP,budget)
+
+# GPU continuation (docs/training.md, "GPU continuation"): code the training data to fit the
+# 64 MiB a lent GPU call carries (.gpu/, ignored), then on the GPU machine run
+# `OUT=DIR bash scripts/gpu/continue.sh` (the four shipped models at once, 7.5 minutes).
+gpu-pack: install
+	$(PY) scripts/gpu/pack_data.py ../shared/data .gpu
 
 clean:
 	rm -rf $(VENV) build *.egg-info
