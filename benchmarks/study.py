@@ -308,8 +308,12 @@ class Study:
                     model = build_model(plan.cfg)
                     init_from_checkpoint(model, self.ckpt("a1"))
                     save_model(constant_gate_(model, mask), init, {"mask_from": row.deps[1]})
-            ckpt = train(plan.cfg, out, resume=(out / "state.pt").is_file(), init=init,
-                         progress=progress)
+            # a row trained elsewhere (scripts/gpu/study.sh) whose scoring was cut off comes
+            # back without its resume state: every planned epoch logged and best.pt are enough
+            ckpt = out / "best.pt"
+            if not _trained_elsewhere(out, plan.cfg):
+                ckpt = train(plan.cfg, out, resume=(out / "state.pt").is_file(), init=init,
+                             progress=progress)
             model, _ = load_model(ckpt)
             if row.name.startswith("struct"):
                 _check_constant(model, self._mask(row, plan.cfg))
@@ -345,6 +349,21 @@ def _plan_differs(old: dict, new: dict) -> bool:
         return True
     a, b = old.get("config"), new.get("config")
     return (a is None) != (b is None) or (a is not None and bool(recipe_diff(a, b)))
+
+
+def _trained_elsewhere(run_dir: Path, cfg: Config) -> bool:
+    """``run_dir`` holds a finished training of ``cfg`` without its resume state: best.pt, every
+    planned epoch in log.csv and the same recipe in config.toml (another one: ConfigError)."""
+    log, saved = run_dir / "log.csv", run_dir / "config.toml"
+    if (run_dir / "state.pt").is_file() or not (run_dir / "best.pt").is_file() \
+            or not log.is_file() or not saved.is_file():
+        return False
+    diff = recipe_diff(load_config(saved).to_dict(), cfg.to_dict())
+    if diff:
+        raise ConfigError(f"{run_dir}: holds a run of another recipe (differs at "
+                          f"{', '.join(diff[:6])}); use another --runs or remove the folder")
+    with log.open(newline="", encoding="utf-8") as f:
+        return max((int(r["epoch"]) for r in csv.DictReader(f)), default=0) >= cfg.train.epochs
 
 
 def _train_log(run_dir: Path) -> dict[str, float]:
@@ -394,6 +413,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dnsmos", action=argparse.BooleanOptionalAction,
                     default=importlib.util.find_spec("speechmos") is not None)
     ap.add_argument("--report-only", action="store_true", help="rebuild the table only")
+    ap.add_argument("--keep", metavar="JSON",
+                    help="carry the rows of this earlier study JSON whose run folders are gone "
+                         "(same N and recipe), e.g. benchmarks/results/study.json")
     ap.add_argument("--list", action="store_true", help="print the rows and exit")
     ap.add_argument("--no-progress", action="store_true")
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/study.json"))
@@ -414,10 +436,12 @@ def main(argv: list[str] | None = None) -> int:
             for row in rows:
                 study.run(row, progress=not args.no_progress)
         done = [rec for rec in map(study.finished, ROWS) if rec is not None]
+        kept = (study_report.kept_rows(args.keep, study, {r["row"] for r in done})
+                if args.keep else ([], {}))
         report = study_report.build(study, done,
                                     command=" ".join(["python benchmarks/study.py",
                                                       *(argv if argv is not None
-                                                        else sys.argv[1:])]))
+                                                        else sys.argv[1:])]), kept=kept)
     except (DyncpError, ValueError) as e:
         print(f"study: {e}", file=sys.stderr)
         return 2

@@ -11,12 +11,14 @@ fine-tuned row), or to a1 while a2 is missing.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from dyncp.atomic import atomic_path, write_json, write_text
 from dyncp.devset import breakdown, read_manifest
+from dyncp.errors import ConfigError
 
 NOTES = "<!-- hand-written below this line; kept when benchmarks/study.py rewrites the file -->"
 GOALS = [  # (what, row, against, how)
@@ -75,14 +77,41 @@ def _row(rec: dict, fps: float, paper_macs: int, ref: dict | None,
     }
 
 
-def build(study, records: list[dict], command: str) -> dict[str, Any]:
-    """The study's JSON record: settings, noisy reference, one entry per finished row, goals."""
+def kept_rows(path: str | Path, study, finished: set[str]) -> tuple[list[dict], dict]:
+    """Rows of an earlier study JSON (``--keep``) that ``finished`` lacks (their run folders are
+    gone), each marked with the file it came from, and that file's noisy reference. The earlier
+    run must have had this study's budget and recipe: ConfigError otherwise."""
+    path = Path(path)
+    try:
+        old = json.loads(path.read_text(encoding="utf-8"))
+        rows, n = old["rows"], old["steps_per_run"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"--keep {path}: not a study JSON ({e})") from None
+    if n != study.n or old.get("config") != str(study.args.config) \
+            or old.get("finetune_set") != study.finetune:
+        raise ConfigError(f"--keep {path}: another budget or recipe (N = {n}, "
+                          f"{old.get('config')}; this study: N = {study.n}, "
+                          f"{study.args.config})")
+    return ([{**r, "kept_from": str(path)} for r in rows if r["row"] not in finished],
+            old.get("noisy") or {})
+
+
+def build(study, records: list[dict], command: str,
+          kept: tuple[list[dict], dict] = ([], {})) -> dict[str, Any]:
+    """The study's JSON record: settings, noisy reference, one entry per finished row (``kept``:
+    rows carried from an earlier record, see :func:`kept_rows`), goals."""
     by = {r["row"]: r for r in records}
     ref = by.get("a2") or by.get("a1")
+    if ref is None:   # the reference may be a carried row: the same numbers a record would give
+        old = {r["row"]: r for r in kept[0]}
+        ref_row = old.get("a2") or old.get("a1")
+        if ref_row is not None:
+            ref = {"row": ref_row["row"], "eval": {"mean": {"pesq_wb": ref_row["pesq_wb"]}}}
     fps = study.static_cfg.stft.frames_per_second
     manifest = read_manifest(study.args.dev) if study.args.dev else {}
-    rows = [_row(r, fps, study.paper_macs, ref, manifest) for r in records]
-    noisy = records[0]["eval"]["noisy"] if records else {}
+    rows = sorted([_row(r, fps, study.paper_macs, ref, manifest) for r in records] + kept[0],
+                  key=lambda r: r["row"])   # ids sort in table order (a1 ... f4)
+    noisy = records[0]["eval"]["noisy"] if records else kept[1]
     out = {"command": command, "date": datetime.date.today().isoformat(),
            "config": str(study.args.config), "set": list(study.args.set or []),
            "finetune_set": study.finetune, "dev": str(study.args.dev),
@@ -213,6 +242,10 @@ def markdown(report: dict, plot_name: str, notes: str) -> str:
               f"{_f(n.get('si_sdr'), '{:.2f}')} | {_f(n.get('dnsmos_ovrl'))} |"
               + " – |" * (len(COLUMNS) - 6))
     md += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
+    for src in sorted({r["kept_from"] for r in rows if r.get("kept_from")}):
+        ids = ", ".join(r["row"] for r in rows if r.get("kept_from") == src)
+        md += ["", f"Rows {ids}: carried from `{src}` (`--keep`); their run folders are gone, "
+               "so they are not rescored."]
     md += ["", "## Goals (issue 12)", ""]
     md += [f"- {g['goal']}: **{_met(g)}** ({g['detail']})" for g in report["goals"]]
     md += ["", f"![PESQ-WB against MMAC/s, every row]({plot_name})", "", "## Rows", ""]

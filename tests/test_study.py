@@ -211,6 +211,36 @@ def test_study_runs_two_rows_end_to_end(tmp_path):
     assert study.main(args) == 0
     assert stamp == {p: p.stat().st_mtime_ns for p in (tmp_path / "runs").rglob("*.pt")}
 
+    # A row trained elsewhere comes back without state.pt and eval.json (scoring cut off): it is
+    # scored, not retrained; with another recipe in its config.toml it is refused.
+    row3 = tmp_path / "runs" / "a3_dyncp25"
+    (row3 / "state.pt").unlink()
+    ev.unlink()
+    assert study.main(args) == 0 and ev.is_file()
+    assert stamp[row3 / "best.pt"] == (row3 / "best.pt").stat().st_mtime_ns
+    ev.unlink()
+    saved = (row3 / "config.toml").read_text()
+    (row3 / "config.toml").write_text(saved.replace("lr = ", "lr = 0.5 #", 1))
+    assert study.main(args) == 2
+    (row3 / "config.toml").write_text(saved)
+    assert study.main(args) == 0
+
+    # --keep carries the rows of an earlier record whose run folders are gone, and a new row's
+    # PESQ drop is taken against the carried reference as it was against the record.
+    before = {r["row"]: r for r in json.loads((out / "study.json").read_text())["rows"]}
+    keep = tmp_path / "keep.json"
+    keep.write_text((out / "study.json").read_text())
+    for p in (tmp_path / "runs" / "a1_static").iterdir():
+        if p.name != "best.pt":   # a3's plan needs a1's checkpoint only to train
+            p.unlink() if p.is_file() else None
+    assert study.main([*args, "--report-only", "--keep", str(keep)]) == 0
+    after = {r["row"]: r for r in json.loads((out / "study.json").read_text())["rows"]}
+    assert list(after) == ["a1", "a3"] and after["a1"]["kept_from"] == str(keep)
+    assert "kept_from" not in after["a3"]
+    assert after["a3"]["pesq_drop"] == pytest.approx(before["a3"]["pesq_drop"])
+    assert "Rows a1: carried from" in (out / "study.md").read_text()
+    assert study.main([*args[:7], "3", *args[8:], "--report-only", "--keep", str(keep)]) == 2
+
 
 def test_goals_compare_the_rows_issue_12_names():
     import study_report
