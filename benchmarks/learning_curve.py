@@ -12,15 +12,19 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 import sys
 from pathlib import Path
 
 from dyncp.atomic import atomic_path, write_json
 
 
-def read_curve(run_dir: Path) -> list[dict[str, float]]:
-    """Rows of ``run_dir/log.csv`` that carry a development score."""
-    log = Path(run_dir).expanduser() / "log.csv"
+def read_curve(run_dir: Path, offset_hours: float = 0.0) -> list[dict[str, float]]:
+    """Rows of ``run_dir/log.csv`` (or of ``run_dir`` itself when it is a CSV file: a log kept
+    under benchmarks/results/training/) that carry a development score; ``offset_hours`` is added
+    to the hours of a run that continued a checkpoint which had seen that much audio."""
+    log = Path(run_dir).expanduser()
+    log = log if log.suffix == ".csv" else log / "log.csv"
     if not log.is_file():
         raise SystemExit(f"{log}: no training log")
     out = []
@@ -29,7 +33,7 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
             if not r.get("monitor_pesq_wb"):
                 continue
             row = {"epoch": int(r["epoch"]), "step": int(r["step"]),
-                   "audio_hours": float(r["audio_hours"]),
+                   "audio_hours": float(r["audio_hours"]) + offset_hours,
                    "lr": float(r["lr"]), "valid_pesq_wb": float(r["valid_pesq_wb"]),
                    "dev_pesq_wb": float(r["monitor_pesq_wb"]),
                    "dev_si_sdr": float(r["monitor_si_sdr"]), "dev_phi": float(r["monitor_phi"])}
@@ -41,7 +45,12 @@ def read_curve(run_dir: Path) -> list[dict[str, float]]:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="run folders (NAME=DIR to name one)")
+    ap.add_argument("runs", nargs="*", help="run folders or log.csv files (NAME=DIR to name one)")
+    ap.add_argument("--offset", action="append", default=[], metavar="NAME=HOURS",
+                    help="run NAME continued a checkpoint that had seen HOURS of audio: shift it")
+    ap.add_argument("--keep", metavar="JSON",
+                    help="carry the curves of this earlier --json record that are not named "
+                         "here (their run folders are gone)")
     ap.add_argument("--json", help="write the curves here")
     ap.add_argument("--plot", help="write a PNG here")
     ap.add_argument("--raw", action="append", default=[], metavar="NAME",
@@ -50,12 +59,28 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     curves = {}
     names = [item.rpartition("=")[0] or Path(item.rpartition("=")[2]).name for item in args.runs]
-    for name in args.raw:
+    offsets = {}
+    for item in args.offset:
+        name, _, hours = item.rpartition("=")
         if name not in names:
-            ap.error(f"--raw {name}: no run of that name (runs: {', '.join(names)})")
-    for item in args.runs:
-        name, _, d = item.rpartition("=")
-        curves[name or Path(d).name] = {"run_dir": d, "rows": read_curve(Path(d))}
+            ap.error(f"--offset {item}: no run of that name (runs: {', '.join(names)})")
+        offsets[name] = float(hours)
+    if args.keep:
+        try:
+            kept = json.loads(Path(args.keep).read_text(encoding="utf-8"))["curves"]
+        except (OSError, ValueError, KeyError) as e:
+            ap.error(f"--keep {args.keep}: not a learning-curve record ({e})")
+        curves.update({k: {**v, "kept_from": args.keep} for k, v in kept.items()
+                       if k not in names})
+    if not curves and not args.runs:
+        ap.error("no runs (name run folders or --keep a record)")
+    for item, name in zip(args.runs, names):
+        d = item.rpartition("=")[2]
+        curves[name] = {"run_dir": d, "offset_hours": offsets.get(name, 0.0),
+                        "rows": read_curve(Path(d), offsets.get(name, 0.0))}
+    for name in args.raw:
+        if name not in curves:
+            ap.error(f"--raw {name}: no run of that name (runs: {', '.join(curves)})")
     for name, c in curves.items():
         print(f"\n{name} ({c['run_dir']})")
         print(f"{'epoch':>6} {'step':>7} {'hours':>8} {'lr':>9} {'valid':>7} {'dev':>7} "
@@ -72,17 +97,19 @@ def main(argv: list[str] | None = None) -> int:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
-        fig, ax = plt.subplots(figsize=(6.4, 3.8))
-        for name, c in curves.items():
+        fig, ax = plt.subplots(figsize=(9.6, 4.2))
+        colours = plt.get_cmap("tab20").colors   # more curves than the default cycle's 10
+        for i, (name, c) in enumerate(curves.items()):
             raw = name in args.raw
             rows = [r for r in c["rows"] if not raw or "dev_raw_pesq_wb" in r]
             ax.plot([r["audio_hours"] for r in rows],
                     [r["dev_raw_pesq_wb" if raw else "dev_pesq_wb"] for r in rows], marker=".",
+                    color=colours[(2 * i) % 20 + (2 * i) // 20 % 2],
                     label=f"{name} (raw weights)" if raw else name)
         ax.set_xlabel("hours of audio seen (a fine-tune: since its start)")
         ax.set_ylabel("realdev PESQ-WB")
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8)
         fig.tight_layout()
         with atomic_path(args.plot) as tmp:
             fig.savefig(tmp, dpi=120, format="png")
