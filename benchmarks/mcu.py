@@ -24,10 +24,12 @@ benchmarks/streaming.py does): every channel is then on in 1 - Φ of those frame
 counts depend on the weights only through the gates. int8 calibration: trainpack mixtures
 (training split).
 
-Host speed: the fp32 library's network (``dyncp_mask``, built with ``-O3 -march=native``) against
-the numba sparse kernel (``SparseRuntime.step_into``), both called from Python per frame, one
-thread, the best of interleaved rounds; and a whole hop (``dyncp_process``) against
-``Streamer.feed`` of one hop. The goal reads CPU time per frame over a whole pass
+Host speed: the fp32 library's network (``dyncp_mask``, built with ``-O3 -march=native
+-ffp-contract=fast``: fused multiply-adds, as the numba kernel's ``contract`` flag allows it)
+against the numba sparse kernel (``SparseRuntime.step_into``), both called from Python per frame,
+one thread, the best of interleaved rounds; the same library built without contraction (the
+bit-exact build every target reproduces) is timed beside it; and a whole hop (``dyncp_process``)
+against ``Streamer.feed`` of one hop. The goal reads CPU time per frame over a whole pass
 (``process_time``, which a training job preempting us does not inflate); the median wall time
 per call is printed beside it.
 
@@ -70,7 +72,8 @@ CPUS = {"M4": ("mps2-an386", ["-mcpu=cortex-m4", "-mfpu=fpv4-sp-d16"]),
         "M7": ("mps2-an500", ["-mcpu=cortex-m7", "-mfpu=fpv5-sp-d16"])}
 ARM_FLAGS = ["-std=c99", "-O2", "-ffp-contract=off", "-fno-math-errno", "-mthumb",
              "-mfloat-abi=hard", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra"]
-HOST_FAST = ["-O3", "-march=native"]
+HOST_EXACT = ["-O3", "-march=native"]                 # CFLAGS keep -ffp-contract=off
+HOST_FAST = [*HOST_EXACT, "-ffp-contract=fast"]       # a host deployer's build: FMA allowed
 GOALS = {"sparse75_vs_dense": 0.5, "int8_flash_bytes": 1 << 20, "int8_ram_bytes": 64 << 10,
          "host_vs_numba": 1.2}
 LIB_OBJECTS = ("dyncp.o", "dyncp_net.o", "dyncp_weights.o")
@@ -206,6 +209,7 @@ def host_speed(model: ConvFSENet, folder: Path, mags: np.ndarray, wav: np.ndarra
     from dyncp.streaming import Streamer
 
     lib = HostLibrary(folder, flags=HOST_FAST, build=work / "libfast.so")
+    exact = HostLibrary(folder, flags=HOST_EXACT, build=work / "libexact.so")
     rt = SparseRuntime(model, "sparse")
     frames = [np.ascontiguousarray(m) for m in mags]
     hop = model.cfg.stft.hop
@@ -215,10 +219,10 @@ def host_speed(model: ConvFSENet, folder: Path, mags: np.ndarray, wav: np.ndarra
         st = rt.initial_state()
         return _timed([lambda m=m: rt.step_into(m, st) for m in frames])
 
-    def c_net():
-        buf = lib.new_state()
-        f, sa = lib._f("mask"), ctypes.addressof(buf)
-        out = np.zeros(lib.n_freq, np.float32)
+    def net(library):
+        buf = library.new_state()
+        f, sa = library._f("mask"), ctypes.addressof(buf)
+        out = np.zeros(library.n_freq, np.float32)
         return _timed([lambda m=m: f(sa, m.ctypes.data, out.ctypes.data) for m in frames])
 
     def numba_hop():
@@ -231,7 +235,8 @@ def host_speed(model: ConvFSENet, folder: Path, mags: np.ndarray, wav: np.ndarra
         out = np.zeros(hop, np.float32)
         return _timed([lambda h=h: f(sa, h.ctypes.data, out.ctypes.data, hop) for h in hops])
 
-    fns = {"numba_net": numba_net, "c_net": c_net, "numba_hop": numba_hop, "c_hop": c_hop}
+    fns = {"numba_net": numba_net, "c_net": lambda: net(lib), "cexact_net": lambda: net(exact),
+           "numba_hop": numba_hop, "c_hop": c_hop}
     wall, cpu = {k: [] for k in fns}, {k: [] for k in fns}
     for _ in range(rounds):          # interleaved: a busy spell on the machine hits all alike
         for k, fn in fns.items():
@@ -243,7 +248,10 @@ def host_speed(model: ConvFSENet, folder: Path, mags: np.ndarray, wav: np.ndarra
     for what in ("net", "hop"):
         out[f"{what}_ratio"] = out[f"c_{what}_us"] / out[f"numba_{what}_us"]
         out[f"{what}_cpu_ratio"] = out[f"c_{what}_cpu_us"] / out[f"numba_{what}_cpu_us"]
+    out["exact_net_ratio"] = out["cexact_net_us"] / out["numba_net_us"]
+    out["exact_net_cpu_ratio"] = out["cexact_net_cpu_us"] / out["numba_net_cpu_us"]
     out["flags"] = " ".join(HOST_FAST)
+    out["exact_flags"] = " ".join(HOST_EXACT) + " (-ffp-contract=off)"
     return out
 
 
@@ -391,6 +399,8 @@ def main(argv: list[str] | None = None) -> int:
           f"wall µs per call):\n  network   {speed['c_net_cpu_us']:.1f} vs sparse kernel "
           f"{speed['numba_net_cpu_us']:.1f} -> {speed['net_cpu_ratio']:.2f}x "
           f"({speed['c_net_us']:.1f} vs {speed['numba_net_us']:.1f} -> {speed['net_ratio']:.2f}x)"
+          f"\n  network, bit-exact build (no FMA) {speed['cexact_net_cpu_us']:.1f} -> "
+          f"{speed['exact_net_cpu_ratio']:.2f}x ({speed['exact_net_ratio']:.2f}x wall)"
           f"\n  whole hop {speed['c_hop_cpu_us']:.1f} vs Streamer.feed "
           f"{speed['numba_hop_cpu_us']:.1f} -> {speed['hop_cpu_ratio']:.2f}x "
           f"({speed['c_hop_us']:.1f} vs {speed['numba_hop_us']:.1f} -> {speed['hop_ratio']:.2f}x)")

@@ -200,12 +200,16 @@ static int select_channels(struct dyncp_state *st, int i, float sh)
         p[r] = v > 0.0f ? v : 0.0f;
     }
     gate_scores(st, i, p);
-    for (c = 0; c < (H + 7) / 8; c++) bits[c] = 0;
-    for (c = 0; c < H; c++) {                   /* Heaviside; a NaN score prunes */
-        int on = st->scores[c] > 0.0f;
-        bits[c >> 3] |= (uint8_t)(on << (c & 7));
-        st->active[n] = (uint16_t)c;
-        n += on;
+    for (c = 0; c < H; c += 8) {                /* Heaviside; a NaN score prunes */
+        unsigned byte = 0;                      /* a byte at a time: no store per channel */
+        int k;
+        for (k = 0; k < 8 && c + k < H; k++) {
+            int on = st->scores[c + k] > 0.0f;
+            byte |= (unsigned)on << k;
+            st->active[n] = (uint16_t)(c + k);
+            n += on;
+        }
+        bits[c >> 3] = (uint8_t)byte;
     }
 #if DYNCP_MIN_ACTIVE > 0
     if (n < DYNCP_MIN_ACTIVE) {                 /* floor: the top scores are forced on */
