@@ -10,20 +10,10 @@ set -u
 MODE=${MODE:-gpu}; DEADLINE=${DEADLINE:-450}; T0=$(date +%s)
 PY=${PY:-python3}; WEIGHTS=${WEIGHTS:-dyncp/weights}; OUT=${OUT:?set OUT to a folder}
 RUNS=${RUNS:-/tmp/gpuruns}; DATA=${DATA:-/tmp/gpudata}
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$RUNS/static" "$OUT"
-if [ -d .whl ] && ! $PY -c "import soundfile, soxr, pesq, pystoi" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-if [ "$MODE" = gpu ]; then
-  nvidia-smi > "$RUNS/static/gpu.txt" 2>&1
-  $PY -c "import torch; print(torch.__version__, torch.cuda.get_device_name(0))" || exit 5
-fi
-[ -d "$DATA/trainpack/speech" ] || $PY scripts/gpu/unpack_data.py .gpu/data "$DATA" || exit 4
+. scripts/gpu/setup.sh
+[ "$MODE" = gpu ] && nvidia-smi > "$RUNS/static/gpu.txt" 2>&1
 echo "set-up done in $(( $(date +%s) - T0 )) s"
-MIX="mix:$DATA/trainpack/speech+$DATA/trainpack-extra/speech,$DATA/trainpack/noise+$DATA/trainpack-extra/noise"
 if [ "$MODE" = gpu ]; then   # ~1,400-1,900 s of audio a second each on an H200 + 16 cores
   SIZE="--set train.batch_size=32 --set train.epochs=16 --set train.steps_per_epoch=500
         --set data.monitor=.gpu/realdev --set data.monitor_every=3"

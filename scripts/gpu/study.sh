@@ -7,16 +7,8 @@ set -u
 MODE=${MODE:-gpu}; DEADLINE=${DEADLINE:-300}; T0=$(date +%s)
 PY=${PY:-python3}; OUT=${OUT:?set OUT to a folder}; ROWS=${ROWS:-a5 d3 d6}
 RUNS=${RUNS:-/tmp/gpustudy}; DATA=${DATA:-/tmp/gpudata}; LOGS=$RUNS/logs
-export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 mkdir -p "$LOGS" "$OUT"
-if [ -d .whl ] && ! $PY -c "import soundfile, soxr, pesq, pystoi" 2>/dev/null; then
-  $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-      --target /tmp/site .whl/*.whl || exit 3
-  export PYTHONPATH=/tmp/site:$PWD
-fi
-[ "$MODE" = gpu ] && { nvidia-smi -L || exit 5; }
-[ -d "$DATA/trainpack/speech" ] || $PY scripts/gpu/unpack_data.py .gpu/data "$DATA" || exit 4
-MIX="mix:$DATA/trainpack/speech+$DATA/trainpack-extra/speech,$DATA/trainpack/noise+$DATA/trainpack-extra/noise"
+. scripts/gpu/setup.sh
 if [ "$MODE" = gpu ]; then SIZE="--steps 2000"; W0=14; W=5
 else SIZE="--steps 4 --set train.steps_per_epoch=2 --set train.batch_size=4 --set data.valid_files=2 --dev-limit 2"; W0=1; W=1
 fi
