@@ -143,16 +143,27 @@ class Study:
         self.static_cfg = self.config({"gate.enabled": False}, self.n)
         self.paper_macs = static_macs_per_frame(self.static_cfg)
         self._dev = None
+        # rows carried from an earlier record (--keep): they stand in for their run folders
+        self.kept, self.kept_noisy = ({}, {})
+        if getattr(args, "keep", None):
+            rows, self.kept_noisy = study_report.kept_rows(args.keep, self)
+            self.kept = {r["row"]: r for r in rows}
 
     # -- folders and results ----------------------------------------------------------------
     def dir(self, row: Row) -> Path:
         return self.runs / f"{row.id}_{row.name}"
 
     def result(self, rid: str) -> dict:
+        """A finished row's record; for a row carried by --keep, the parts later rows read
+        from it (its total steps and its measured MACs per frame, gates included)."""
         path = self.dir(BY_KEY[rid]) / "eval.json"
-        if not path.is_file():
-            raise DyncpError(f"row {rid}: not finished ({path} missing)")
-        return json.loads(path.read_text(encoding="utf-8"))
+        if path.is_file():
+            return json.loads(path.read_text(encoding="utf-8"))
+        kept = self.kept.get(BY_KEY[rid].id)
+        if kept is not None and kept["plan"]["gate_cost"]:
+            return {"row": kept["row"], "plan": {"total_steps": kept["total_steps"]},
+                    "eval": {"mean": {"dynamic_macs_per_frame": kept["macs_per_frame"]}}}
+        raise DyncpError(f"row {rid}: not finished ({path} missing)")
 
     def ckpt(self, rid: str) -> Path:
         if rid == "a1" and self.args.static_model:
@@ -434,10 +445,12 @@ def main(argv: list[str] | None = None) -> int:
               f"steps per run, base {args.config}, runs in {study.runs}", file=sys.stderr)
         if not args.report_only:
             for row in rows:
+                if row.id in study.kept and study.finished(row) is None:
+                    continue                # carried (--keep): not trained again
                 study.run(row, progress=not args.no_progress)
         done = [rec for rec in map(study.finished, ROWS) if rec is not None]
-        kept = (study_report.kept_rows(args.keep, study, {r["row"] for r in done})
-                if args.keep else ([], {}))
+        finished = {r["row"] for r in done}
+        kept = ([r for r in study.kept.values() if r["row"] not in finished], study.kept_noisy)
         report = study_report.build(study, done,
                                     command=" ".join(["python benchmarks/study.py",
                                                       *(argv if argv is not None

@@ -77,10 +77,10 @@ def _row(rec: dict, fps: float, paper_macs: int, ref: dict | None,
     }
 
 
-def kept_rows(path: str | Path, study, finished: set[str]) -> tuple[list[dict], dict]:
-    """Rows of an earlier study JSON (``--keep``) that ``finished`` lacks (their run folders are
-    gone), each marked with the file it came from, and that file's noisy reference. The earlier
-    run must have had this study's budget and recipe: ConfigError otherwise."""
+def kept_rows(path: str | Path, study) -> tuple[list[dict], dict]:
+    """The rows of an earlier study JSON (``--keep``: rows whose run folders are gone), each
+    marked with the file it came from, and that file's noisy reference. The earlier run must
+    have had this study's budget and recipe: ConfigError otherwise."""
     path = Path(path)
     try:
         old = json.loads(path.read_text(encoding="utf-8"))
@@ -92,8 +92,7 @@ def kept_rows(path: str | Path, study, finished: set[str]) -> tuple[list[dict], 
         raise ConfigError(f"--keep {path}: another budget or recipe (N = {n}, "
                           f"{old.get('config')}; this study: N = {study.n}, "
                           f"{study.args.config})")
-    return ([{**r, "kept_from": str(path)} for r in rows if r["row"] not in finished],
-            old.get("noisy") or {})
+    return [{**r, "kept_from": str(path)} for r in rows], old.get("noisy") or {}
 
 
 def build(study, records: list[dict], command: str,

@@ -240,6 +240,17 @@ def test_study_runs_two_rows_end_to_end(tmp_path):
     assert after["a3"]["pesq_drop"] == pytest.approx(before["a3"]["pesq_drop"])
     assert "Rows a1: carried from" in (out / "study.md").read_text()
     assert study.main([*args[:7], "3", *args[8:], "--report-only", "--keep", str(keep)]) == 2
+    # A carried row is not trained again, and what a later row reads from it (a3's measured
+    # MACs for b1's widths) comes from the record.
+    for p in sorted(row3.rglob("*"), reverse=True):
+        p.unlink() if p.is_file() else p.rmdir()
+    row3.rmdir()
+    b1 = [*args[:9], "b1", *args[10:], "--keep", str(keep)]
+    assert study.main(b1) == 0
+    assert not row3.exists()
+    got = {r["row"]: r for r in json.loads((out / "study.json").read_text())["rows"]}
+    assert got["b1"]["plan"]["target_macs_per_frame"] == before["a3"]["macs_per_frame"]
+    assert got["a3"]["kept_from"] == str(keep) and "kept_from" not in got["b1"]
 
 
 def test_goals_compare_the_rows_issue_12_names():
