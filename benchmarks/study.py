@@ -24,7 +24,6 @@ Writes ``benchmarks/results/study.json``, ``docs/study.md`` and ``docs/study.png
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.util
 import json
 import math
@@ -46,7 +45,7 @@ from dyncp.errors import ConfigError, DyncpError  # noqa: E402
 from dyncp.macs import static_macs_per_frame  # noqa: E402
 from dyncp.masks import ForcedMasks, channel_usage, constant_gate_, top_channels  # noqa: E402
 from dyncp.model import build_model  # noqa: E402
-from dyncp.train_state import recipe_diff  # noqa: E402
+from dyncp.train_state import _read_log, recipe_diff  # noqa: E402
 from dyncp.widths import equal_cost_config, phi_for_macs  # noqa: E402
 
 # Study-wide settings on top of --config: the dev set is scored once per row at the end, not
@@ -373,17 +372,14 @@ def _trained_elsewhere(run_dir: Path, cfg: Config) -> bool:
     if diff:
         raise ConfigError(f"{run_dir}: holds a run of another recipe (differs at "
                           f"{', '.join(diff[:6])}); use another --runs or remove the folder")
-    with log.open(newline="", encoding="utf-8") as f:
-        return max((int(r["epoch"]) for r in csv.DictReader(f)), default=0) >= cfg.train.epochs
+    return max((int(r["epoch"]) for r in _read_log(log)), default=0) >= cfg.train.epochs
 
 
 def _train_log(run_dir: Path) -> dict[str, float]:
     """Training time and speed from ``log.csv`` (absent for evaluation-only rows)."""
-    log = run_dir / "log.csv"
-    if not log.is_file():
+    rows = _read_log(run_dir / "log.csv")
+    if not rows:
         return {}
-    with log.open(newline="", encoding="utf-8") as f:
-        rows = list(csv.DictReader(f))
     secs = sum(float(r["epoch_seconds"]) for r in rows)
     hours = float(rows[-1]["audio_hours"]) if rows else 0.0
     return {"seconds": secs, "audio_hours": hours,
