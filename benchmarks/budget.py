@@ -5,8 +5,9 @@ cost in quality?
    from ../shared/data/trainpack-extra: utterances in random order, each followed by 0.3-3 s of
    silence, over noise that changes file and level every 15-45 s (SNR -5 to 20 dB against the
    speech). For each budget (``--budgets``, MMAC/s) the sparse Streamer runs it under a
-   :class:`dyncp.governor.Governor` and, for comparison, at the fixed Φ that budget buys
-   (:func:`dyncp.budget.phi_for`, open loop). Reported: the mean MMAC/s, the worst 10 s window
+   :class:`dyncp.governor.Governor` and, for comparison, under a governor without its speech
+   term (``speech=0``) and at the fixed Φ that budget buys (:func:`dyncp.budget.phi_for`, open
+   loop). Reported: the mean MMAC/s, the worst 10 s window
    (sliding by one frame) against the budget, the share of windows outside ±3 %, the frames the
    request sat on a rail of the range, the worst window among those in which the request never
    reached the top of the range (``in reach``: elsewhere the model could not spend less, e.g.
@@ -168,12 +169,13 @@ def load(name: str | None):
 
 
 # -- part 1: the governor -----------------------------------------------------------------------
-def run_stream(runtime, noisy, speech, mmac=None, phi=None) -> dict:
+def run_stream(runtime, noisy, speech, mmac=None, phi=None, gain=None) -> dict:
     """One pass of the stream through a Streamer on ``runtime`` (sparse), governed to ``mmac``
-    or at a fixed ``phi``, fed one hop per call as a device would."""
+    (``gain``: the governor's speech gain, None its default) or at a fixed ``phi``, fed one hop
+    per call as a device would."""
     cfg = runtime.cfg
     fps = cfg.stft.frames_per_second
-    gov = Governor(mmac=mmac) if mmac is not None else None
+    gov = Governor(mmac=mmac, speech=gain) if mmac is not None else None
     s = Streamer(runtime, governor=gov, phi=phi, record_gates=False, record_macs=True)
     t0 = time.perf_counter()
     for i in range(0, noisy.size, cfg.stft.hop):           # one hop per call, as a device
@@ -228,11 +230,13 @@ def governor_part(model, desc, minutes, budgets) -> dict:
           f"{'µs/frame':>9}")
     for b in budgets:
         fixed_phi = phi_for(cfg, mmac=b)
-        for label, kw in (("governed", {"mmac": b}), (f"Φ {fixed_phi:.3f}", {"phi": fixed_phi})):
+        for label, run, kw in (("governed", "governed", {"mmac": b}),
+                               ("no speech", "governed_no_speech_term", {"mmac": b, "gain": 0.0}),
+                               (f"Φ {fixed_phi:.3f}", "fixed_phi", {"phi": fixed_phi})):
             r = run_stream(runtime, noisy, speech, **kw)
-            r.update({"budget_mmac_per_s": b, "run": "governed" if "mmac" in kw else "fixed_phi",
+            r.update({"budget_mmac_per_s": b, "run": run,
                       "fixed_phi": None if "mmac" in kw else fixed_phi})
-            if "mmac" in kw:
+            if run == "governed":
                 r["pass_windows"] = r["window_dev_max"] <= GOAL_WINDOW
                 r["pass_speech_more"] = r["speech_mmac_per_s"] > r["nonspeech_mmac_per_s"]
             out["runs"].append(r)

@@ -10,6 +10,7 @@ import json
 
 from .atomic import write_json
 from .errors import DyncpError
+from .governor import Governor
 
 
 # -- shipped models (issue 11) and the run-time budget (issue 13) --------------------------------
@@ -117,16 +118,20 @@ def _stream_args(p: argparse.ArgumentParser) -> None:
                    help="governor: the window its average is held over (default 10 s)")
     p.add_argument("--cap", type=float, default=None, metavar="MMAC_PER_S",
                    help="governor: a hard cap on any single frame's compute")
+    p.add_argument("--speech-gain", type=float, default=None, metavar="K",
+                   help="governor: how far (in Φ) input activity (speech) lowers the next "
+                   f"frame's Φ against its recent mean (default {Governor.SPEECH:g}; 0: off)")
 
 
 def _governor(args: argparse.Namespace):
     if args.governor is None and args.governor_us is None:
         if args.cap is not None:
             raise DyncpError("--cap needs --governor or --governor-us")
+        if args.speech_gain is not None:
+            raise DyncpError("--speech-gain needs --governor or --governor-us")
         return None
-    from .governor import Governor
     return Governor(mmac=args.governor, us=args.governor_us, window_s=args.window,
-                    cap_mmac=args.cap)
+                    cap_mmac=args.cap, speech=args.speech_gain)
 
 
 def _stream_run(args: argparse.Namespace) -> int:

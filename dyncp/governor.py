@@ -26,6 +26,18 @@ half a window of full-range error. ``demand`` (``K_d``, [decided], off by defaul
 last frames' gates opened more channels than the mean of the last half window (hard frames), Φ
 goes *down*, so that the stream spends more where the gates ask for it; the debt pays it back.
 
+``speech`` (``K_s``, [decided], on by default): the gates of the trained models prune almost
+the same channels on every frame (docs/study.md), so their demand cannot tell speech from a
+pause. The governor therefore reads the input itself: a frame's level ``L`` (dB of Σ|X|², the
+network's own input) against a noise floor that follows the level down at once and creeps up
+by ``FLOOR_RISE_DB`` per second (minimum tracking, as classic noise estimators do) gives an
+activity ``a`` = 0 at ``ON_DB`` above the floor, 1 at ``ON_DB + SPAN_DB`` above, held for
+``RELEASE_S`` after speech stops (speech has short dips between syllables). The next frame's
+request moves by ``- K_s·(a - ā)`` around the activity's mean ā over half a window: speech
+frames get a lower Φ (more channels), pauses a higher one, and the mean stays on the target
+(the debt pays back what is left). One frame late (the frame's Φ is chosen before it is
+analysed); speech lasts hundreds of frames.
+
 A target of at least the static cost runs Φ = 0 (the static model) throughout. A target between
 what the model spends at the bottom of its range and the static cost: when the request falls
 below the range while the stream is under budget, the next frame is bypassed (Φ = 0, the static
@@ -62,20 +74,30 @@ class Governor:
     ``window_s``: the averaging window of the statistics (and the goal: every ``window_s``
     window's mean on target); ``tau_s``: the loop's time constant; ``demand``: how strongly a
     frame whose gates asked for more than the recent mean lowers the next frame's Φ (0: off);
+    ``speech``: how far (in Φ) a frame of full input activity lowers the next frame's Φ
+    against the recent mean activity (default ``SPEECH``; 0: off; needs each frame's level,
+    which a Streamer gives);
     ``slew``: the largest change of Φ from one frame to the next; ``step``: Φ is rounded to this
     (the runtime caches one threshold set per value); ``cap_mmac``: a hard cap per frame;
     ``bypass``: may run bypassed frames (Φ = 0) to reach a target above the range's cost."""
 
     K_P = 0.5      # proportional gain on the short-term error (κ units; the plant's gain is ~1)
+    FLOOR_RISE_DB = 3.0     # dB per second the noise floor may rise
+    ON_DB, SPAN_DB = 3.0, 9.0   # activity 0 at ON_DB above the floor, 1 at ON_DB + SPAN_DB
+    RELEASE_S = 0.2         # activity held after the level falls (time constant, seconds)
+    SPEECH = 0.3            # default ``speech`` gain (benchmarks/budget.py measured 0.15 and 0.3)
 
     def __init__(self, mmac: float | None = None, us: float | None = None, window_s: float = 10.0,
                  tau_s: float = 0.25, demand: float = 0.0, slew: float = 0.1, step: float = 1e-3,
-                 cap_mmac: float | None = None, bypass: bool = True) -> None:
+                 cap_mmac: float | None = None, bypass: bool = True, speech: float | None = None) -> None:
         if (mmac is None) == (us is None):
             raise BudgetError("Governor: give the target as mmac (MMAC/s) or as us (µs per "
                               "frame), one of them")
-        if window_s <= 0 or tau_s <= 0 or slew <= 0 or step <= 0 or demand < 0:
-            raise ValueError("Governor: window_s, tau_s, slew and step must be > 0, demand >= 0")
+        speech = self.SPEECH if speech is None else float(speech)
+        if window_s <= 0 or tau_s <= 0 or slew <= 0 or step <= 0 or demand < 0 or speech < 0:
+            raise ValueError("Governor: window_s, tau_s, slew and step must be > 0, demand and "
+                             "speech >= 0")
+        self.speech = speech
         self.mmac, self.us = mmac, us
         self.window_s, self.tau_s, self.demand = float(window_s), float(tau_s), float(demand)
         self.slew, self.step, self.cap_mmac = float(slew), float(step), cap_mmac
@@ -98,6 +120,8 @@ class Governor:
         self.window = max(int(round(self.window_s * self.fps)), 1)
         self.k_i = 1.0 / (self.tau_s * self.fps)
         self._long = max(self.window / 2.0, 1.0)         # frames of the demand's reference mean
+        self._rise = self.FLOOR_RISE_DB / self.fps       # dB per frame
+        self._release = math.exp(-1.0 / (self.RELEASE_S * self.fps))
         self.cap_channels = None
         if self.cap_mmac is not None:
             per_block = ((self.cap_mmac * 1e6 / self.fps - self.c0)
@@ -149,6 +173,8 @@ class Governor:
         self._win_sum = 0.0
         self.window_max = self.window_min = None
         self.rail_frames = 0
+        self.floor, self.activity, self.activity_mean = None, 0.0, None
+        self.shift = 0.0
         self.u = min(max(self.u_ff if self.u_ff is not None
                          else 0.5 * (self.phi_min + self.phi_max), self.phi_min), self.phi_max)
         self.phi = 0.0 if self.static_mode else self._round(self.u)
@@ -158,9 +184,9 @@ class Governor:
         return min(max(round(u / self.step) * self.step, self.phi_min), self.phi_max)
 
     # -- per frame ---------------------------------------------------------------------------------
-    def update(self, macs: float, seconds: float = 0.0) -> float:
-        """The frame just run cost ``macs`` (dyncp/macs.py) and took ``seconds``; returns the Φ
-        for the next frame. O(1)."""
+    def update(self, macs: float, seconds: float = 0.0, level: float | None = None) -> float:
+        """The frame just run cost ``macs`` (dyncp/macs.py) and took ``seconds``; ``level``: its
+        input's Σ|X|² (None: no activity term); returns the Φ for the next frame. O(1)."""
         spend = macs if self.us is None else seconds
         self.frames += 1
         self.spent += spend
@@ -193,12 +219,28 @@ class Governor:
         u = self.u_ff + self.k_i * self.debt + self.K_P * self.err
         if self.kappa_mean is not None:
             u -= self.demand * (self.kappa_short - self.kappa_mean)
+        if level is not None and self.speech > 0:
+            # symmetric around u: a shift never pushes the request onto a rail of the range
+            room = max(min(u - self.phi_min, self.phi_max - u), 0.0)
+            self.shift = min(self.speech, room) * self._active(level)
+            u -= self.shift
         self.u = min(max(u, self.u - self.slew, self.phi_min), self.u + self.slew, self.phi_max)
         # below the range and under budget: a bypassed frame (the static cost, above the target)
         # now and then lifts the average to the target [decided]
         self.phi = 0.0 if self._dither and u < self.phi_min and self.debt < 0 \
             else self._round(self.u)
         return self.phi
+
+    def _active(self, level: float) -> float:
+        """The frame's input activity minus its recent mean (see the module docstring)."""
+        db = 10.0 * math.log10(max(level, 1e-20))
+        self.floor = db if self.floor is None or db < self.floor else self.floor + self._rise
+        a = min(max((db - self.floor - self.ON_DB) / self.SPAN_DB, 0.0), 1.0)
+        self.activity = max(a, self.activity * self._release)
+        if self.activity_mean is None:
+            self.activity_mean = self.activity
+        self.activity_mean += (self.activity - self.activity_mean) / self._long
+        return self.activity - self.activity_mean
 
     def _window(self, spend: float) -> None:
         """The sliding window's sum in O(1); its mean's extremes over the stream."""

@@ -137,15 +137,16 @@ class StreamBudget:
         """The next frame runs at Φ = 0: no gate, every channel."""
         return self.budgeted and self.stats.phi == 0.0
 
-    def frame_done(self, n_open: int, bypass: bool, seconds: float) -> None:
+    def frame_done(self, n_open: int, bypass: bool, seconds: float, mag: np.ndarray) -> None:
         """After each frame of a per-frame run: log its MACs and Φ, let the governor pick the
-        next frame's Φ (O(1))."""
+        next frame's Φ (O(1)); ``mag``: the frame's input |X| (the governor's activity)."""
         macs = self._static if bypass or not self.gated else self._cost[n_open]
         s = self.stats
         if self.record_macs:
             s.frame_macs.append(macs)
             s.frame_phi.append(s.phi)
         if self.governor is not None:
-            phi = self.governor.update(macs, seconds)
+            g = self.governor
+            phi = g.update(macs, seconds, float(np.dot(mag, mag)) if g.speech else None)
             if phi != s.phi:
                 self.apply(phi)

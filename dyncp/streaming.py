@@ -259,7 +259,7 @@ class Streamer:
                 self.stats.bypassed += bypass
                 if glog.shape[0]:
                     self._gates.append(glog)
-                self.budget.frame_done(int(net.i[I_OPEN]), bypass, dt)
+                self.budget.frame_done(int(net.i[I_OPEN]), bypass, dt, st.mag)
             i = j
             if i >= x.shape[0]:
                 return outs[0] if len(outs) == 1 else np.concatenate(outs)
@@ -299,7 +299,7 @@ class Streamer:
             self._timed(1, dt)
             self.stats.bypassed += bypass
             if self.budget.per_frame:
-                self.budget.frame_done(n_open, bypass, dt)
+                self.budget.frame_done(n_open, bypass, dt, st.mag)
 
     def _timed(self, frames: int, dt: float) -> None:
         self.stats.seconds += dt

@@ -36,9 +36,10 @@ def window_means(frame_macs, fps, seconds=10.0):
 
 
 # -- the control law on a simulated plant --------------------------------------------------------
-def simulate(gov, cfg, frames, kappa, seed=0):
+def simulate(gov, cfg, frames, kappa, seed=0, level=None):
     """Run ``gov`` against a plant: a gated frame at Φ computes a share ``kappa(t, Φ)`` of the
-    channels (plus noise), a bypassed one costs the static count. Returns (MACs [T], Φ [T])."""
+    channels (plus noise), a bypassed one costs the static count; ``level``: each frame's input
+    Σ|X|² [T] for the activity term (None: none). Returns (MACs [T], Φ [T])."""
     rng = np.random.default_rng(seed)
     total = cfg.model.n_blocks * cfg.model.hidden
     static = float(static_macs_per_frame(cfg))
@@ -50,7 +51,7 @@ def simulate(gov, cfg, frames, kappa, seed=0):
             k = np.clip(kappa(t, phi) + 0.03 * rng.standard_normal(), 0, 1)
             m = float(macs_at(cfg, int(round(k * total))))
         spend[t], phis[t] = m, phi
-        phi = gov.update(m)
+        phi = gov.update(m, level=None if level is None else level[t])
     return spend, phis
 
 
@@ -103,6 +104,71 @@ def test_control_law_holds_every_window(gain, mmac):
     frozen.K_P = 0.0
     open_loop = window_means(simulate(frozen, PAPER, frames, kappa)[0], fps)
     assert np.abs(open_loop / mmac - 1).max() > 0.06
+
+
+def levels(speech, fps, seed=0):
+    """Σ|X|² per frame: noise whose level jumps by up to ±12 dB every 20-60 s with ±2 dB frame
+    jitter, speech frames 15 dB above it (±4 dB)."""
+    rng = np.random.default_rng(seed)
+    db, t = np.zeros(speech.size), 0
+    while t < speech.size:
+        n = int(rng.uniform(20, 60) * fps)
+        db[t:t + n] = rng.uniform(-12, 12)
+        t += n
+    db += 2 * rng.standard_normal(speech.size) + speech * (15 + 4 * rng.standard_normal(speech.size))
+    return 10 ** (db / 10)
+
+
+def test_activity_moves_spend_to_speech_when_the_gates_cannot():
+    """Gates that prune the same share on every frame (κ = 1 - Φ, no speech in it): with the
+    activity term the governor still spends more on speech frames, every 10 s window on target;
+    without it (speech=0, or no level given) speech and pauses cost the same."""
+    fps = PAPER.stft.frames_per_second
+    frames = int(180 * fps)
+    speech, noise = content(frames, fps, seed=3)
+    lev = levels(speech, fps)
+
+    def kappa(t, phi):
+        return (1 - phi) + noise[t]
+
+    ratios = {}
+    for k, given in ((0.3, lev), (0.0, lev), (0.3, None)):
+        gov = Governor(mmac=20.0, speech=k)
+        gov.bind(PAPER)
+        spend, _ = simulate(gov, PAPER, frames, kappa, level=given)
+        assert np.abs(window_means(spend, fps) / 20.0 - 1).max() < 0.03
+        ratios[k, given is None] = spend[speech].mean() / spend[~speech].mean()
+    assert ratios[0.3, False] > 1.02
+    assert abs(ratios[0.0, False] - 1) < 0.005 and abs(ratios[0.3, True] - 1) < 0.005
+
+
+def test_activity_detector_follows_the_noise_floor():
+    """The activity is about 0 in steady noise, 1 in a word 15 dB above it, held briefly after
+    speech ends, and back to about 0 a few seconds after the noise itself steps up by 9 dB (the
+    floor rises 3 dB/s) and at once after it steps down."""
+    fps = PAPER.stft.frames_per_second
+    gov = Governor(mmac=20.0)
+    gov.bind(PAPER)
+    rng = np.random.default_rng(0)
+    a = []
+
+    def feed(db, seconds):
+        for _ in range(int(seconds * fps)):
+            gov._active(10 ** ((db + rng.uniform(-1, 1)) / 10))
+            a.append(gov.activity)
+
+    feed(-40, 5)
+    assert max(a[-int(2 * fps):]) < 0.05
+    feed(-25, 1)                                         # a word: 15 dB above the noise
+    assert min(a[-int(0.9 * fps):]) > 0.9
+    feed(-40, 0.1)
+    assert a[-1] > 0.4                                   # held over a short dip
+    feed(-40, 1)
+    assert a[-1] < 0.05
+    feed(-31, 5)                                         # the noise steps up 9 dB
+    assert a[-int(5 * fps)] > 0.2 and max(a[-int(1.5 * fps):]) < 0.05
+    feed(-45, 1)                                         # and down
+    assert max(a[-int(0.8 * fps):]) < 0.05
 
 
 def test_dither_below_the_range_and_rails():
