@@ -111,11 +111,13 @@ clean:
 # Results are kept in mutants/: running it again tests only new or changed mutants (rm -rf
 # mutants for a fresh run). MUTANTS='dyncp.macs.*' (re)tests the mutants named (mutmut's names,
 # globs allowed; `$(VENV)/bin/mutmut show NAME` prints one). Hours on 2 cores: docs/testing.md.
+# MUTANT_CHILDREN=2 tests two mutants at once (each on one thread: both cores of this machine).
 MUTANTS ?=
+MUTANT_CHILDREN ?= 1
 mutants: install
 	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3"
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
-	    $(VENV)/bin/mutmut run --max-children 1 $(foreach m,$(MUTANTS),'$(m)')
+	    $(VENV)/bin/mutmut run --max-children $(MUTANT_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
 	$(PY) benchmarks/mutants.py --list --json benchmarks/results/mutants.json
 
 # The DynCP study (issue 12, benchmarks/study.py): one training run per row on the real-data
