@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+import time
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from dyncp.losses import (active_level, pruning_ratio, pruning_ratio_per_item, s
                           si_sdr_loss, spectral_loss, speech_usage_loss, total_loss,
                           usage_from_ratios, usage_loss)
 from dyncp.budget import feasible, phi_for
-from dyncp.errors import AudioError, BudgetError, ConfigError
+from dyncp.errors import AudioError, BudgetError, ConfigError, DyncpError
 from dyncp.gates import Gate, heaviside, logistic_noise, pool_frames, pool_padding
 from dyncp.governor import Governor
 from dyncp.model import ConvFSENet, mask_pad
@@ -720,3 +721,85 @@ def test_process_feeds_the_chunks_it_is_asked_for(tiny_cfg, randomize):
     calls.clear()
     s.process(wav[:5], chunk=1)
     assert calls == [1] * 5
+
+
+def test_streamer_attributes_and_defaults(tiny_cfg, randomize):
+    """xǁStreamerǁ__init__ 2, 3 (record_times and record_macs off by default), 36-39 (``model``:
+    the caller's model, None for a shared runtime), 46 (``window``: the analysis window)."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    for engine in ("torch", "sparse"):
+        s = Streamer(m, engine)
+        s.process(_wav(1500))
+        assert s.stats.frames > 3 and s.stats.times == [] and s.stats.frame_macs == []
+        assert s.model is m
+    assert Streamer(SparseRuntime(m)).model is None
+    n = tiny_cfg.stft.n_fft
+    np.testing.assert_allclose(Streamer(m).window, 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n))
+
+
+def test_streamer_messages(tiny_cfg, randomize):
+    """xǁStreamerǁ__init__ 17, 21 (the engines; the runtime's mode), 24, 27, 28 (what needs a
+    causal model), _check 2, 3 (a flushed stream), 31, 32 (integer samples refused, float
+    taken), _run 50 (the count of NaN samples, block engine)."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    with pytest.raises(ValueError, match=r"engine must be one of torch, sparse, dense, got 'x'"):
+        Streamer(m, "x")
+    with pytest.raises(ValueError, match=r"^Streamer: engine 'dense' differs from the runtime's "
+                       r"mode 'sparse'$"):
+        Streamer(SparseRuntime(m, "sparse"), "dense")
+    nc = load_config(CONFIGS / "tiny.toml", ["model.causal=false"])
+    with pytest.raises(ConfigError, match=r"^model.causal: streaming needs a causal model"):
+        Streamer(ConvFSENet(nc))
+    s = Streamer(m, "dense")
+    with pytest.raises(AudioError, match=r"^Streamer.feed: 3 sample\(s\) are NaN or Inf$"):
+        s.feed(np.array([0.0, np.nan, np.inf, -np.inf], np.float32))
+    with pytest.raises(AudioError, match="expects float samples in"):
+        s.feed(np.zeros(10, np.int16))
+    s.feed(np.zeros(10, np.float64))                      # a float of another width is taken
+    s.flush()
+    with pytest.raises(DyncpError, match=r"^Streamer: the stream was flushed; call reset\(\)"):
+        s.feed(np.zeros(10, np.float32))
+
+
+def test_streamer_takes_every_mono_form_alike(tiny_cfg, randomize):
+    """xǁStreamerǁ_check 14 (a torch tensor), 20, 21, 24-27 ([1, N] and [N, 1]), 29 (float64
+    on the slow path), 34-37 (made float32 and contiguous)."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    wav = _wav(1200)
+    ref = Streamer(m, "dense").process(wav)
+    wide = np.repeat(wav, 2).astype(np.float64)[::2]     # float64, not contiguous
+    for x in (torch.from_numpy(wav), wav[None, :], wav[:, None], wide,
+              np.repeat(wav, 2)[::2]):
+        s = Streamer(m, "dense")
+        out = np.concatenate([s.feed(x), s.flush()])
+        assert out.dtype == np.float32
+        np.testing.assert_array_equal(out, ref)
+
+
+def test_streamer_seconds_sum_every_call(tiny_cfg, randomize):
+    """xǁStreamerǁ_run 46 (a call's time measured, not its clock reading), _timed 1, 2 (summed
+    over calls), 6 (a call of several frames gives each frame its share)."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    s = Streamer(m, "dense", record_times=True)
+    wav, hop = _wav(4000), tiny_cfg.stft.hop
+    t0 = time.perf_counter()
+    for i in range(0, wav.size, 5 * hop):                 # five frames per call
+        s.feed(wav[i:i + 5 * hop])
+    wall = time.perf_counter() - t0
+    assert len(s.stats.times) == s.stats.frames > 10
+    assert 0 < s.stats.seconds <= wall
+    assert sum(s.stats.times) == pytest.approx(s.stats.seconds)
+
+
+def test_flush_returns_float32_and_nothing_twice(tiny_cfg, randomize):
+    """xǁStreamerǁflush 1-5 (a second flush: no samples), 12, 14 (a stream fed nothing), 32, 34
+    (the tail in float32)."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    s = Streamer(m, "dense")
+    s.feed(_wav(700))
+    tail = s.flush()
+    assert tail.dtype == np.float32 and tail.size > 0
+    again = s.flush()
+    assert again.dtype == np.float32 and again.shape == (0,)
+    empty = Streamer(m, "dense").flush()
+    assert empty.dtype == np.float32 and empty.shape == (0,)
