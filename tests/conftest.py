@@ -25,6 +25,20 @@ def missing_tool(reason: str, allowed_in_ci: bool = False) -> None:
     pytest.skip(reason)
 
 
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state (torch, numpy, random), whatever ran
+    before it: a test that draws from them (a layer's default initialisation, ``torch.randn``)
+    gives the same numbers alone, in the suite, or in mutmut's subset of the suite."""
+    import random
+
+    import numpy as np
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+
+
 @pytest.fixture(scope="session")
 def root() -> Path:
     """The repository root (tests may run from any working directory)."""

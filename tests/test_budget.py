@@ -19,10 +19,12 @@ from test_train import TINY
 
 def _budget_model(randomize, seed=0, **kw):
     cfg = load_config(TINY, ["gate.budget=true", *[f"gate.{k}={v}" for k, v in kw.items()]])
+    torch.manual_seed(seed)           # the layers' default initialisation: not the test order's
     m = randomize(build_model(cfg), seed=seed)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for blk in m.blocks:
-            blk.gate.budget_slope.uniform_(-0.5, 1.5)
+            blk.gate.budget_slope.uniform_(-0.5, 1.5, generator=g)
     return m.eval()
 
 

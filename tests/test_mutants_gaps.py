@@ -19,15 +19,15 @@ import torch.nn.functional as F
 
 from dyncp import macs
 from dyncp.config import SURROGATES, GateConfig, LossConfig, STFTConfig, load_config
-from dyncp.dsp import speech_mask, stft
-from dyncp.losses import (active_level, pruning_ratio, pruning_ratio_per_item, si_sdr,
-                          si_sdr_loss, spectral_loss, speech_usage_loss, total_loss,
-                          usage_from_ratios, usage_loss)
+from dyncp.dsp import frame_snr_db, speech_mask, stft
+from dyncp.losses import (active_level, contrast_loss, hard_frames, pruning_ratio,
+                          pruning_ratio_per_item, si_sdr, si_sdr_loss, spectral_loss,
+                          speech_usage_loss, total_loss, usage_from_ratios, usage_loss)
 from dyncp.budget import feasible, phi_for
 from dyncp.errors import AudioError, BudgetError, ConfigError, DyncpError
 from dyncp.gates import Gate, heaviside, logistic_noise, pool_frames, pool_padding
 from dyncp.governor import Governor
-from dyncp.model import ConvFSENet, mask_pad
+from dyncp.model import ConvFSENet, mask_pad, require_causal
 from dyncp.runtime import SparseRuntime, _Packed
 from dyncp.streaming import Streamer
 
@@ -803,3 +803,189 @@ def test_flush_returns_float32_and_nothing_twice(tiny_cfg, randomize):
     assert again.dtype == np.float32 and again.shape == (0,)
     empty = Streamer(m, "dense").flush()
     assert empty.dtype == np.float32 and empty.shape == (0,)
+
+
+# -- survivors of the session-9 full run: dyncp/gates.py --------------------------------------------------------------------------------
+def test_budget_gate_thresholds_start_moving_by_logit_phi():
+    """xǁGateǁ__init__ 27: a new budget gate's slope is softplus(0.5413) = 1, so every threshold
+    starts moving by exactly logit(Φ) (the documented start of training)."""
+    gate = Gate(4, 8, GateConfig(reduction=2, budget=True), causal=True)
+    torch.testing.assert_close(F.softplus(gate.budget_slope.detach()), torch.ones(8),
+                               rtol=0, atol=1e-4)
+    b = gate.bias(torch.tensor([0.8])).detach()
+    torch.testing.assert_close(b[0], gate.score2.bias.detach() - math.log(0.8 / 0.2),
+                               rtol=0, atol=1e-4)
+
+
+# -- dyncp/losses.py -------------------------------------------------------------------------------
+def test_contrast_loss_without_marked_frames_is_zero_and_one_marked_frame_counts():
+    """x_contrast_loss 22: a batch without a marked (speech or hard) frame gives 0, not NaN (0/0);
+    a batch with exactly one marked frame still gives its gap and hinge."""
+    g = _gates(torch.tensor([[0.25, 0.5, 0.75]]))               # frame Φ 0.25, 0.5, 0.75
+    loss, gap = contrast_loss(g, torch.tensor([[False, False, False]]), 0.5)
+    assert loss.item() == 0.0 and gap.item() == 0.0
+    loss, gap = contrast_loss(g, torch.tensor([[True, False, False]]), 0.5)
+    assert gap.item() == pytest.approx(0.375)                    # (0.5 + 0.75) / 2 - 0.25
+    assert loss.item() == pytest.approx(0.125 ** 2)
+
+
+def _noisy_pair() -> tuple[torch.Tensor, torch.Tensor]:
+    clean = _speechlike()
+    g = torch.Generator().manual_seed(2)
+    noise = torch.randn(clean.shape, generator=g) * torch.tensor([[0.02], [1.0]])
+    return clean, clean + noise                                  # item 1 far noisier
+
+
+def test_hard_frames_is_bool_and_strictly_below_the_median():
+    """x_hard_frames 15, 17 (bool also when no item counts: every budget at Φ = 0, the start of
+    the ramp), 18 (strictly below the median: the median frame itself is not hard)."""
+    clean, noisy = _noisy_pair()
+    none = hard_frames(clean, noisy, STFT, torch.tensor([False, False]))
+    assert none.dtype == torch.bool and not none.any()
+    snr = frame_snr_db(clean, noisy, STFT)
+    hard = hard_frames(clean, noisy, STFT)
+    assert hard.dtype == torch.bool and none.shape == hard.shape == snr.shape
+    assert torch.equal(hard, snr < snr.median())
+    assert not hard[snr == snr.median()].any()
+
+
+def test_total_loss_distills_at_any_positive_weight_with_the_configs_compression():
+    """x_total_loss 19 (a distill_weight of at most 1 still distils), 35 (compress and mix reach
+    the distillation term)."""
+    clean = _speechlike()
+    est, teacher = 0.7 * clean + 0.01, 0.9 * clean
+    cfg = LossConfig(compress=0.5, mix=0.2, distill_weight=0.5)
+    out = total_loss(est, clean, [], cfg, STFT, teacher=teacher)
+    want = spectral_loss(est, teacher, STFT, 0.5, 0.2).item()
+    assert out["distill"].item() == pytest.approx(want, rel=1e-6)
+    assert out["loss"].item() == pytest.approx(out["se"].item() + 0.5 * want, rel=1e-6)
+
+
+def test_total_loss_snr_target_says_it_needs_noisy():
+    """x_total_loss 186, 188, 189: the message of frame_target = "snr" without ``noisy``."""
+    clean = _speechlike()
+    with pytest.raises(ValueError, match=r'^loss\.frame_target = "snr" needs the noisy input: '
+                                         r'total_loss\(\.\.\., noisy=\.\.\.\)$'):
+        total_loss(clean, clean, [torch.ones(2, 4, 5)], LossConfig(frame_target="snr"), STFT)
+
+
+def test_total_loss_contrast_counts_only_items_with_a_budget():
+    """x_total_loss 173, 174, 176, 177, 179, 180 (a budget model's items at Φ = 0 do not count in
+    the contrast term), 212, 216 (the counted items reach contrast_loss)."""
+    clean = _speechlike()
+    sp = speech_mask(clean, STFT)
+    phis = torch.where(sp, 0.5, 0.6)                             # item 0: gap 0.1 < margin 0.2
+    phis[1] = torch.where(sp[1], 0.9, 0.1)                       # item 1 (Φ = 0): gap -0.8
+    gates = _gates(phis)
+    target = torch.tensor([0.5, 0.0])
+    cfg = LossConfig(usage_weight=2.0, frame_target="contrast", frame_spread=0.2)
+    out = total_loss(clean, clean, gates, cfg, STFT, target=target)
+    ref, gap = contrast_loss(gates, sp, 0.2, items=target > 0)
+    _, gap_all = contrast_loss(gates, sp, 0.2)
+    assert abs(gap.item() - gap_all.item()) > 0.1               # the test tells them apart
+    assert gap.item() == pytest.approx(0.1, abs=1e-6)
+    assert out["phi_gap"].item() == pytest.approx(gap.item(), abs=1e-6)
+    assert out["contrast"].item() == pytest.approx(ref.item(), rel=1e-6)
+    assert out["loss"].item() == pytest.approx(out["se"].item() + 2.0 * (
+        out["usage"].item() + ref.item()), rel=1e-6)
+
+
+def test_total_loss_snr_split_takes_the_median_of_the_counted_items():
+    """x_total_loss 194, 198: with frame_target = "snr", the hard/easy split of a budget model's
+    batch is the median over the counted items' frames (items at Φ = 0 left out)."""
+    clean, noisy = _noisy_pair()
+    target = torch.tensor([0.5, 0.0])
+    items = target > 0
+    keep = hard_frames(clean, noisy, STFT, items)
+    t = keep.shape[-1]
+    phis = (torch.rand(2, t, generator=torch.Generator().manual_seed(3)) * 20).round() / 20
+    gates = _gates(phis)
+    _, gap = contrast_loss(gates, keep, 0.2, items)
+    _, gap_all = contrast_loss(gates, hard_frames(clean, noisy, STFT), 0.2, items)
+    assert abs(gap.item() - gap_all.item()) > 1e-3             # the test tells them apart
+    out = total_loss(clean, clean, gates, LossConfig(frame_target="snr", frame_spread=0.2), STFT,
+                     target=target, noisy=noisy)
+    assert out["phi_gap"].item() == pytest.approx(gap.item(), abs=1e-6)
+
+
+# -- dyncp/model.py --------------------------------------------------------------------------------
+def test_non_causal_refusal_says_why():
+    """x_require_causal 3, 4: the message ends with the reason."""
+    nc = load_config(CONFIGS / "tiny.toml", ["model.causal=false"])
+    with pytest.raises(ConfigError, match=r"^model\.causal: streaming needs a causal model; this "
+                                          r"one is non-causal \(its convolutions and gate pooling "
+                                          r"look ahead\)$"):
+        require_causal(nc, "streaming")
+
+
+def test_budget_request_messages(tiny_cfg):
+    """xǁConvFSENetǁ_budget 4, 6, 7 (Φ for a model without a budget), 26, 27 (the wrong count of
+    Φ values: a ValueError with the numbers, not a TypeError)."""
+    mag = torch.rand(2, tiny_cfg.stft.n_freq, 3)
+    with pytest.raises(ValueError, match=r"^phi: this model has no run-time budget \(gate\.budget "
+                                         r"= false\); its pruning ratio is fixed by training$"):
+        ConvFSENet(tiny_cfg)(mag, phi=0.5)
+    bm = ConvFSENet(load_config(CONFIGS / "tiny.toml", ["gate.budget=true"]))
+    with pytest.raises(ValueError, match=r"^phi: expected a number or 2 values, got \(3,\)$"):
+        bm(mag, phi=torch.tensor([0.2, 0.3, 0.4]))
+
+
+def test_budget_code_is_made_on_the_inputs_device():
+    """xǁConvFSENetǁ_budget 15, 18, xǁConvFSENetǁstep 9: the Φ code of a float Φ is made on the
+    input's device, not on torch's default device (the meta device made the default stands in
+    for an accelerator: on a GPU the code would be on the CPU, and budget_code would mix devices,
+    e.g. in validation, which runs at the nominal budget)."""
+    m = ConvFSENet(load_config(CONFIGS / "tiny.toml", ["gate.budget=true"])).eval()
+    mag = torch.rand(1, m.cfg.stft.n_freq, 4)
+    state = m.initial_state(1)
+    with torch.no_grad(), torch.device("meta"):
+        code, bypass, gated = m._budget(0.5, 1, mag.device)
+        mask, gates = m(mag, phi=0.5)
+        mask_t, gates_t, _ = m.step(mag[..., 0], state, phi=0.5)
+    assert code.device.type == mask.device.type == mask_t.device.type == "cpu"
+    assert bypass is None and gated and len(gates) == len(gates_t) == m.cfg.model.n_blocks
+
+
+def test_budget_table_has_sixteen_points(tiny_cfg):
+    """xǁConvFSENetǁ__init__ 50: a new budget model's calibration table is the identity on 16
+    points from budget_min to budget_max (the buffer's shape is in every checkpoint, the shipped
+    budget model's included, and in the C export's DYNCP_BUDGET_POINTS)."""
+    cfg = load_config(CONFIGS / "tiny.toml", ["gate.budget=true"])
+    table = ConvFSENet(cfg).budget_table
+    assert table.shape == (2, 16) and torch.equal(table[0], table[1])
+    torch.testing.assert_close(table[0], torch.linspace(cfg.gate.budget_min, cfg.gate.budget_max,
+                                                        16))
+
+
+def test_compressed_features_of_digital_silence_are_finite():
+    """xǁConvFSENetǁ_features 7: with feature_compress < 1 a bin of exactly 0 (digital silence)
+    gives (0 + 1e-12)^c, not NaN."""
+    m = ConvFSENet(load_config(CONFIGS / "tiny.toml", ["model.feature_compress=0.3"])).eval()
+    mag = torch.zeros(1, m.cfg.stft.n_freq, 5)
+    torch.testing.assert_close(m._features(mag), torch.full_like(mag, 1e-12 ** 0.3))
+    with torch.no_grad():
+        mask, _ = m(mag)
+    assert torch.isfinite(mask).all()
+
+
+# -- dyncp/streaming.py ----------------------------------------------------------------------------
+def test_streamer_takes_a_list_of_samples(tiny_cfg, randomize):
+    """xǁStreamerǁ_check 10: a plain list (no ``dtype``) takes the general path like every other
+    form, and gives the same output."""
+    m = randomize(ConvFSENet(tiny_cfg))
+    wav = _wav(600)
+    ref = Streamer(m, "dense").process(wav)
+    s = Streamer(m, "dense")
+    out = np.concatenate([s.feed(wav.tolist()), s.flush()])
+    np.testing.assert_array_equal(out, ref)
+
+
+@pytest.mark.parametrize("overrides", [[], ["gate.enabled=false"]])
+def test_block_streaming_without_gate_log_keeps_nothing_per_call(overrides, randomize):
+    """xǁStreamerǁ_run 59: the block path (no per-frame budget) with no gate log (record_gates off,
+    or a static model) appends nothing per feed call: memory stays flat over hours of small
+    feeds."""
+    cfg = load_config(CONFIGS / "tiny.toml", overrides)
+    s = Streamer(randomize(ConvFSENet(cfg)), "sparse", record_gates=False)
+    s.process(_wav(3000), chunk=cfg.stft.hop // 2)
+    assert s.stats.frames > 10 and s._gates == []
