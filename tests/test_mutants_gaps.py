@@ -762,7 +762,7 @@ def test_streamer_messages(tiny_cfg, randomize):
 
 
 def test_streamer_takes_every_mono_form_alike(tiny_cfg, randomize):
-    """xǁStreamerǁ_check 14 (a torch tensor), 20, 21, 24-27 ([1, N] and [N, 1]), 29 (float64
+    """xǁStreamerǁ_check 14 (a torch tensor), 20, 21, 24-26 ([1, N] and [N, 1]), 29 (float64
     on the slow path), 34-37 (made float32 and contiguous)."""
     m = randomize(ConvFSENet(tiny_cfg))
     wav = _wav(1200)
@@ -774,6 +774,12 @@ def test_streamer_takes_every_mono_form_alike(tiny_cfg, randomize):
         out = np.concatenate([s.feed(x), s.flush()])
         assert out.dtype == np.float32
         np.testing.assert_array_equal(out, ref)
+    # float64 samples off float32's grid are rounded to float32 first, as offline enhancement
+    # reads them (_check 35, 37: without the dtype they would reach the float64 rings unrounded)
+    fine = wav.astype(np.float64) + 1e-9 * np.cos(np.arange(wav.size))
+    s = Streamer(m, "dense")
+    out = np.concatenate([s.feed(fine), s.flush()])
+    np.testing.assert_array_equal(out, Streamer(m, "dense").process(fine.astype(np.float32)))
 
 
 def test_streamer_seconds_sum_every_call(tiny_cfg, randomize):
