@@ -20,6 +20,9 @@ from typing import Any, get_args, get_origin, get_type_hints
 from .errors import ConfigError
 
 SURROGATES = ("ste", "ste_clipped", "sigmoid", "stochastic")
+# [decided] the floor of the log features (model.feature_compress = 0): ln(|X| + 1e-4), -9.2 at
+# digital silence; a -60 dBFS noise floor gives |X| of about 1e-2 with the 512-point Hann window
+LOG_FEATURE_FLOOR = 1e-4
 USAGE_MODES = ("global", "per_block")
 FRAME_TARGETS = ("none", "speech", "contrast", "snr")
 
@@ -63,7 +66,8 @@ class ModelConfig:
     dilations: tuple[int, ...] = (1, 2, 4)
     causal: bool = True
     # [decided] Exponent applied to |spec| before the front-end. 1.0 = raw magnitude, as the
-    # backbone is described; < 1 compresses the dynamic range (MAC-free), see docs/decisions.md.
+    # backbone is described; < 1 compresses the dynamic range (MAC-free); 0 = log magnitude,
+    # ln(|spec| + LOG_FEATURE_FLOOR) (the exponent's limit, as in Box-Cox); docs/decisions.md.
     feature_compress: float = 1.0
 
     def validate(self, p: str = "model") -> None:
@@ -72,7 +76,8 @@ class ModelConfig:
         _check(self.kernel % 2 == 1, f"{p}.kernel", "must be odd (centred padding when non-causal)")
         _check(len(self.dilations) > 0 and all(d > 0 for d in self.dilations), f"{p}.dilations",
                "must be a non-empty list of positive integers")
-        _check(0 < self.feature_compress <= 1.0, f"{p}.feature_compress", "must be in (0, 1]")
+        _check(0 <= self.feature_compress <= 1.0, f"{p}.feature_compress",
+               "must be in [0, 1] (1: |X|, c in (0, 1): |X|^c, 0: log |X|)")
 
     @property
     def n_blocks(self) -> int:

@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+from .config import LOG_FEATURE_FLOOR
+
 # The network's int64 table ``wi`` (built by dyncp.runtime): HEADER values, then the offsets of
 # the WEIGHTS sections in the float32 weight buffer ``wf``, the offsets of the STATE sections in a
 # stream's float32 buffer ``sf``, the dilations [n_blocks].
@@ -93,9 +95,12 @@ def _hidden(row, s, dwi, slots, now, c, B, k, c_off, on):
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
 def _feature(x, compress):
-    """The network's input feature of one bin: |X| or (|X| + 1e-12)^compress (model._features)."""
+    """The network's input feature of one bin: |X|, (|X| + 1e-12)^compress, or at compress 0
+    ln(|X| + LOG_FEATURE_FLOOR) (model._features)."""
     if compress == 1.0:
         return x
+    if compress == 0.0:
+        return np.log(max(x, np.float32(0.0)) + np.float32(LOG_FEATURE_FLOOR))
     return (max(x, np.float32(0.0)) + np.float32(1e-12)) ** compress
 
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Config
+from .config import LOG_FEATURE_FLOOR, Config
 from .errors import ConfigError
 from .gates import Gate
 
@@ -223,6 +223,8 @@ class ConvFSENet(nn.Module):
 
     def _features(self, mag: torch.Tensor) -> torch.Tensor:
         c = self.cfg.model.feature_compress
+        if c == 0.0:
+            return torch.log(mag.clamp_min(0) + LOG_FEATURE_FLOOR)
         return mag if c == 1.0 else (mag.clamp_min(0) + 1e-12).pow(c)
 
     def forward(self, mag: torch.Tensor, masks: list[torch.Tensor] | None = None,

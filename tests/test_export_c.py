@@ -30,7 +30,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REALDEV, TRAINPACK = SHARED / "realdev", SHARED / "trainpack"
 TINY_CASES = {"gated": [], "floor": ["gate.min_active=20"], "static": ["gate.enabled=false"],
               "compress": ["model.feature_compress=0.3", "model.dilations=[1, 3]",
-                           "model.kernel=5"]}
+                           "model.kernel=5"],
+              "log": ["model.feature_compress=0"]}
 OK, ERR_NULL, ERR_LENGTH, ERR_MEMORY, ERR_STATE, ERR_VALUE, ERR_BUDGET = 0, -1, -2, -3, -4, -5, -6
 
 

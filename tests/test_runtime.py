@@ -46,6 +46,7 @@ def run(rt, x):
 
 CASES = [("tiny", []), ("tiny", ["gate.enabled=false"]), ("tiny", ["gate.min_active=24"]),
          ("tiny", ["model.feature_compress=0.3", "model.dilations=[1, 3]", "model.kernel=5"]),
+         ("tiny", ["model.feature_compress=0"]),
          ("paper", []), ("static", []), ("paper", ["gate.min_active=160"])]
 
 

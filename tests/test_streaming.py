@@ -95,7 +95,8 @@ def test_paper_stream_equals_offline(signal, engine):
 
 
 @pytest.mark.parametrize("overrides", [["stft.hop=32"], ["stft.hop=48"], ["gate.enabled=false"],
-                                       ["gate.min_active=24"], ["model.feature_compress=0.3"]])
+                                       ["gate.min_active=24"], ["model.feature_compress=0.3"],
+                                       ["model.feature_compress=0"]])
 def test_other_configs_equal_offline(signal, overrides):
     """hop < n_fft/2 (a window-square envelope that is not flat at the clip start), a static
     model, the floor of kept channels, compressed features."""

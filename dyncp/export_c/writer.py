@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text
+from ..config import LOG_FEATURE_FLOOR
 from .params import Geometry, ceil_to
 
 TEMPLATES = ("dyncp.h", "dyncp_internal.h", "dyncp.c", "dyncp_net.c")
@@ -92,6 +93,7 @@ def model_header(g: Geometry, arrays: dict[str, np.ndarray], int8: bool) -> str:
         "DYNCP_POOL": g.pool, "DYNCP_RED": g.red, "DYNCP_RED_PAD": g.red_pad,
         "DYNCP_MIN_ACTIVE": g.min_active, "DYNCP_SEL": g.hid if g.min_active > 0 else 1,
         "DYNCP_COMPRESS_ON": int(g.compress != 1.0), "DYNCP_COMPRESS": _float(g.compress),
+        "DYNCP_LOG_FEATURE": int(g.compress == 0.0), "DYNCP_LOG_FLOOR": _float(LOG_FEATURE_FLOOR),
         "DYNCP_FREQ_PAD": g.freq_pad, "DYNCP_OVERLAP": g.n_fft // g.hop,
         "DYNCP_RING_TOTAL": sum(lens), "DYNCP_XQ": max(g.freq_pad, g.res_pad),
         "DYNCP_CHAN_STRIDE": arrays["chan"].shape[-1] if "chan" in arrays else 1,

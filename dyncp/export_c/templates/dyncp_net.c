@@ -82,10 +82,15 @@ static float log_f(float x)
 #endif
 
 #if DYNCP_COMPRESS_ON
-/* the model's input compression: (max(x, 0) + 1e-12)^c = exp(c ln x) */
+/* the model's input compression: (max(x, 0) + 1e-12)^c = exp(c ln x); at c = 0 the log
+ * magnitude ln(max(x, 0) + DYNCP_LOG_FLOOR) */
 static float compress(float x)
 {
+#if DYNCP_LOG_FEATURE
+    return log_f((x > 0.0f ? x : 0.0f) + DYNCP_LOG_FLOOR);
+#else
     return exp_f(DYNCP_COMPRESS * log_f((x > 0.0f ? x : 0.0f) + 1e-12f));
+#endif
 }
 #endif
 
