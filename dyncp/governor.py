@@ -14,8 +14,9 @@ seconds), in units of κ (``e = (spend - target) / G``):
     u_ff       the open-loop Φ of the target (dyncp.budget.phi_for), feed-forward
     debt D    += e                      token bucket: what the stream overspent so far
     ē         += (e - ē) / 16           short-term error
-    Φ_next     = u_ff + K_i·D + K_p·ē - K_d·(κ̄_8 - κ̄_W/2)  clamped to the model's range,
-                                        slew-limited, rounded to ``step``
+    Φ_next     = u_ff + K_i·D + K_p·ē - K_d·(κ̄_8 - κ̄_W/2) - K_s·(a - ā)
+                                        clamped to the model's range, slew-limited, rounded
+                                        to ``step`` (a: the input's activity, below)
 
 ``K_i = 1 / (tau_s · frames per second)``: a loop time constant of ``tau_s`` (0.25 s), slow next to
 the frame-by-frame reallocation the gates do, fast next to the averaging ``window_s`` (10 s): a
