@@ -116,11 +116,7 @@ MUTANTS ?=
 MUTANT_CHILDREN ?= 1
 mutants: install
 	@$(PY) -c "import mutmut" 2>/dev/null || $(PY) -m pip install -q "mutmut>=3"
-	@# mutmut refreshes the .py files of an existing mutants/ but not the others (the C templates)
-	@[ ! -d mutants ] || $(PY) -c "import filecmp, pathlib, shutil; [(('mutants' / f).parent.mkdir( \
-	    parents=True, exist_ok=True), shutil.copy2(f, 'mutants' / f)) \
-	    for f in pathlib.Path('dyncp').rglob('*') if f.is_file() and f.suffix not in ('.py', '.pyc') \
-	    and not (('mutants' / f).is_file() and filecmp.cmp(f, 'mutants' / f, False))]"
+	$(PY) benchmarks/mutants.py --sync
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 NUMBA_NUM_THREADS=1 \
 	    $(VENV)/bin/mutmut run --max-children $(MUTANT_CHILDREN) $(foreach m,$(MUTANTS),'$(m)')
 	$(PY) benchmarks/mutants.py --list --json benchmarks/results/mutants.json

@@ -24,6 +24,10 @@ checked mutants to its unchecked ones: an estimate only.
 
     python benchmarks/mutants.py [--mutants mutants] [--gap-tests tests/test_mutants_gaps.py]
         [--json benchmarks/results/mutants.json]
+    python benchmarks/mutants.py --sync     # before mutmut runs (make mutants does it)
+
+``--sync``: mutmut refreshes the ``.py`` files of an existing ``mutants/`` copy but not the
+package's other files (the C export's templates); this copies those that differ and exits.
 """
 
 from __future__ import annotations
@@ -31,8 +35,10 @@ from __future__ import annotations
 import argparse
 import ast
 import datetime as dt
+import filecmp
 import json
 import re
+import shutil
 import sys
 from collections import Counter
 from pathlib import Path
@@ -131,6 +137,23 @@ def pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f} %"
 
 
+def sync(folder: Path, package: Path = ROOT / "dyncp") -> list[Path]:
+    """Copy the package's non-Python files that differ into mutmut's copy ``folder``; returns
+    what was copied (nothing when ``folder`` does not exist yet: mutmut copies it all then)."""
+    copied = []
+    if not folder.is_dir():
+        return copied
+    for f in sorted(package.rglob("*")):
+        if not f.is_file() or f.suffix in (".py", ".pyc"):
+            continue
+        dst = folder / f.relative_to(ROOT)
+        if not (dst.is_file() and filecmp.cmp(f, dst, shallow=False)):
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(f, dst)
+            copied.append(dst)
+    return copied
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mutants", default=str(ROOT / "mutants"),
@@ -141,7 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", default=str(ROOT / "benchmarks/results/mutants.json"),
                     help="where to write the figures ('' for nowhere; default: %(default)s)")
     ap.add_argument("--list", action="store_true", help="print every surviving mutant")
+    ap.add_argument("--sync", action="store_true", help="copy the package's changed non-Python "
+                    "files into the mutants folder, then exit")
     args = ap.parse_args(argv)
+    if args.sync:
+        for f in sync(Path(args.mutants)):
+            print(f"synced {f}")
+        return 0
 
     table = load_status_table()
     folder = Path(args.mutants)

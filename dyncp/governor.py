@@ -175,7 +175,6 @@ class Governor:
         self.window_max = self.window_min = None
         self.rail_frames = 0
         self.floor, self.activity, self.activity_mean = None, 0.0, None
-        self.shift = 0.0
         self.u = min(max(self.u_ff if self.u_ff is not None
                          else 0.5 * (self.phi_min + self.phi_max), self.phi_min), self.phi_max)
         self.phi = 0.0 if self.static_mode else self._round(self.u)
@@ -223,8 +222,7 @@ class Governor:
         if level is not None and self.speech > 0:
             # symmetric around u: a shift never pushes the request onto a rail of the range
             room = max(min(u - self.phi_min, self.phi_max - u), 0.0)
-            self.shift = min(self.speech, room) * self._active(level)
-            u -= self.shift
+            u -= min(self.speech, room) * self._active(level)
         self.u = min(max(u, self.u - self.slew, self.phi_min), self.u + self.slew, self.phi_max)
         # below the range and under budget: a bypassed frame (the static cost, above the target)
         # now and then lifts the average to the target [decided]
