@@ -212,11 +212,16 @@ class DataConfig:
         _check(self.monitor_every >= 1, f"{p}.monitor_every", "must be >= 1")
 
 
+LR_SCHEDULES = ("exponential", "cosine")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     batch_size: int = 16
     lr: float = 1e-3
-    lr_decay: float = 0.98     # multiplied into lr after every epoch
+    lr_decay: float = 0.98     # "exponential": multiplied into lr after every epoch
+    lr_schedule: str = "exponential"  # or "cosine": per step from lr to 0 over all steps
+    warmup_steps: int = 0      # linear ramp of lr from lr/warmup_steps over the first steps
     weight_decay: float = 0.0
     epochs: int = 100
     steps_per_epoch: int = 0   # 0: one pass over the training set
@@ -234,6 +239,9 @@ class TrainConfig:
             _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
         _check(self.lr > 0, f"{p}.lr", "must be positive")
         _check(0 < self.lr_decay <= 1, f"{p}.lr_decay", "must be in (0, 1]")
+        _check(self.lr_schedule in LR_SCHEDULES, f"{p}.lr_schedule",
+               f"unknown schedule {self.lr_schedule!r} (known: {', '.join(LR_SCHEDULES)})")
+        _check(self.warmup_steps >= 0, f"{p}.warmup_steps", "must be >= 0")
         _check(self.steps_per_epoch >= 0, f"{p}.steps_per_epoch", "must be >= 0")
         _check(self.grad_clip >= 0, f"{p}.grad_clip", "must be >= 0 (0 disables)")
         _check(0 <= self.ramp_fraction <= 1, f"{p}.ramp_fraction", "must be in [0, 1]")

@@ -1,5 +1,6 @@
-"""Training loop (SPEC §3): AdamW, per-epoch lr decay, gradient clipping, Φ_trgt ramp, validation
-each epoch, best/last model checkpoints and a separate resume state, single- or multi-process.
+"""Training loop (SPEC §3): AdamW, a learning-rate schedule (:func:`lr_at`), gradient clipping,
+Φ_trgt ramp, validation each epoch, best/last model checkpoints and a separate resume state,
+single- or multi-process.
 
 A run folder holds::
 
@@ -9,9 +10,9 @@ A run folder holds::
                   for a gated model only epochs that end with the Φ_trgt ramp finished count
                   (an epoch early in the ramp prunes little and would otherwise win)
     last.pt       model checkpoint after the last finished epoch
-    state.pt      resume state (format "dyncp-train-state"): model, optimiser, scheduler,
-                  epoch, step, best score and the RNG states of torch/numpy/python (and the
-                  averaged weights when ``train.ema`` is on)
+    state.pt      resume state (format "dyncp-train-state"): model, optimiser, epoch,
+                  step (the learning rate follows from it), best score and the RNG states of
+                  torch/numpy/python (and the averaged weights when ``train.ema`` is on)
 
 With ``train.ema`` > 0 an exponential moving average of the weights is kept (decay
 min(ema, (1 + step) / (10 + step)), BatchNorm statistics copied); validation, best.pt and last.pt
@@ -59,6 +60,21 @@ def phi_target(cfg: Config, step: int, total_steps: int) -> float:
     if ramp <= 0:
         return cfg.loss.prune_target
     return cfg.loss.prune_target * min(1.0, step / ramp)
+
+
+def lr_at(cfg: Config, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """The learning rate of optimiser step ``step`` (0-based), a function of the step alone, so a
+    resumed run continues the schedule exactly: ``train.lr`` times ``lr_decay`` per finished epoch
+    ("exponential") or a half cosine from ``lr`` to 0 over all steps ("cosine"), times a linear
+    warm-up over the first ``train.warmup_steps``."""
+    t = cfg.train
+    if t.lr_schedule == "cosine":
+        factor = 0.5 * (1.0 + math.cos(math.pi * min(step, total_steps) / max(total_steps, 1)))
+    else:
+        factor = t.lr_decay ** (step // max(steps_per_epoch, 1))
+    if t.warmup_steps > 0:
+        factor *= min(1.0, (step + 1) / t.warmup_steps)
+    return t.lr * factor
 
 
 def init_from_checkpoint(model: ConvFSENet, path: str | Path) -> list[str]:
@@ -228,7 +244,6 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
     teacher = _teacher(cfg, d.device) if cfg.loss.distill_weight > 0 else None
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr,
                             weight_decay=cfg.train.weight_decay)
-    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=cfg.train.lr_decay)
     start_epoch, step, best = 0, 0, (-math.inf, -math.inf)
     ema = _EMA(model, cfg.train.ema) if cfg.train.ema > 0 else None
     if state is not None:
@@ -238,8 +253,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                 raise CheckpointError("resume state has no averaged weights ('ema') but the "
                                       "config sets train.ema; resume with the run's config")
             ema.model.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
+        opt.load_state_dict(state["optimizer"])   # the lr itself follows from the step (lr_at)
         start_epoch, step = int(state["epoch"]), int(state["step"])
         best = (float(state["best"][0]), float(state["best"][1]))
     net = model
@@ -299,6 +313,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                                teacher=t_est)
             opt.zero_grad(set_to_none=True)
             parts["loss"].backward()
+            for group in opt.param_groups:
+                group["lr"] = lr_at(cfg, step, steps_per_epoch, total_steps)
             if cfg.train.grad_clip > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.grad_clip)
             opt.step()
@@ -320,7 +336,6 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
         if bar is not None:
             bar.close()
         train_s = time.perf_counter() - t0
-        sched.step()
         d.barrier()
         if d.main:
             scored = ema.model if ema is not None else model
@@ -367,7 +382,7 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                          **({"ema": {k: v.detach().cpu().clone()
                                      for k, v in ema.model.state_dict().items()}}
                             if ema is not None else {}),
-                         "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "optimizer": opt.state_dict(),
                          "rng": _rng_state()}, run_dir / "state.pt")
             if progress:
                 print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid PESQ-WB "

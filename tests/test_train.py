@@ -154,9 +154,11 @@ def test_tensorboard_event_files(tmp_path, pairs_dir):
     assert ev.step == 2 and ev.value == pytest.approx(float(row["train_loss"]), rel=1e-6)
 
 
-def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch):
+@pytest.mark.parametrize("schedule", [(), ("train.lr_schedule=cosine", "train.warmup_steps=3")],
+                         ids=["exponential", "cosine_warmup"])
+def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch, schedule):
     # stochastic gates: the torch RNG matters too
-    cfg = _cfg(pairs_dir, "train.epochs=2", "gate.surrogate=stochastic")
+    cfg = _cfg(pairs_dir, "train.epochs=2", "gate.surrogate=stochastic", *schedule)
     T.train(cfg, tmp_path / "a", progress=False)
 
     calls = []
@@ -194,6 +196,41 @@ def test_resume_equals_uninterrupted(tmp_path, pairs_dir, monkeypatch):
     with pytest.raises(ConfigError, match="different config"):
         T.train(_cfg(pairs_dir, "train.epochs=2", "train.lr=0.01"), tmp_path / "b",
                 progress=False)
+
+
+def test_lr_schedules():
+    cfg = load_config(TINY, ["train.lr=0.01", "train.lr_decay=0.5"])
+    # exponential: lr x decay per finished epoch, as torch's ExponentialLR stepped per epoch
+    opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.01)
+    sched = torch.optim.lr_scheduler.ExponentialLR(opt, gamma=0.5)
+    for step in range(12):
+        assert T.lr_at(cfg, step, 4, 12) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        if step % 4 == 3:
+            sched.step()
+    cos = load_config(TINY, ["train.lr=0.01", "train.lr_schedule=cosine"])
+    lrs = [T.lr_at(cos, s, 4, 100) for s in range(101)]
+    assert lrs[0] == 0.01 and lrs[50] == pytest.approx(0.005) and lrs[100] == pytest.approx(0)
+    assert all(a > b for a, b in zip(lrs, lrs[1:]))        # strictly falling; epochs ignored
+    warm = load_config(TINY, ["train.lr=0.01", "train.lr_schedule=cosine", "train.warmup_steps=10"])
+    assert T.lr_at(warm, 0, 4, 100) == pytest.approx(0.1 * lrs[0])
+    assert T.lr_at(warm, 4, 4, 100) == pytest.approx(0.5 * lrs[4])
+    assert T.lr_at(warm, 9, 4, 100) == lrs[9] and T.lr_at(warm, 60, 4, 100) == lrs[60]
+    with pytest.raises(ConfigError, match="lr_schedule.*known: exponential, cosine"):
+        load_config(TINY, ["train.lr_schedule=step"])
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        load_config(TINY, ["train.warmup_steps=-1"])
+
+
+def test_training_uses_the_schedule(tmp_path, pairs_dir):
+    """The optimiser steps with lr_at's rate: the logged lr of each epoch is its last step's."""
+    cfg = _cfg(pairs_dir, "train.epochs=2", "gate.enabled=false", "train.lr_schedule=cosine",
+               "train.warmup_steps=1")
+    T.train(cfg, tmp_path / "r", progress=False)
+    rows = list(csv.DictReader((tmp_path / "r" / "log.csv").open()))
+    steps = [int(r["step"]) for r in rows]
+    assert [float(r["lr"]) for r in rows] == [pytest.approx(T.lr_at(cfg, s - 1, steps[0],
+                                                                     steps[-1])) for s in steps]
+    assert float(rows[-1]["lr"]) < 0.2 * cfg.train.lr        # the cosine's tail, not a constant
 
 
 def test_init_from_static_checkpoint(tmp_path, pairs_dir):
