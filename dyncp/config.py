@@ -189,6 +189,8 @@ class DataConfig:
     babble: float = 0.0        # babble of 3-7 talkers drawn from the same split's speech
     narrowband: float = 0.0    # speech (and so the target) low-passed at 3.4-4 kHz
     noise_narrowband: float = 0.0  # noise low-passed at 3.4-4 kHz (8 kHz sources)
+    reverb: float = 0.0        # speech through a room: target its first 50 ms (dyncp/data/reverb.py)
+    rir: str = ""              # "+"-joined folders of measured RIRs; empty: generated RIRs
     monitor: str = ""          # a further data spec scored during training (logged only)
     monitor_every: int = 1     # ... every this many epochs
 
@@ -199,7 +201,7 @@ class DataConfig:
         for k in ("builtin_train", "builtin_valid", "builtin_test"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
         _check(self.valid_files >= 0, f"{p}.valid_files", "must be >= 0")
-        for k in ("generated_noise", "babble", "narrowband", "noise_narrowband"):
+        for k in ("generated_noise", "babble", "narrowband", "noise_narrowband", "reverb"):
             _check(0 <= getattr(self, k) <= 1, f"{p}.{k}", "must be a probability in [0, 1]")
         _check(self.generated_noise + self.babble <= 1, f"{p}.babble",
                "data.generated_noise + data.babble must be <= 1")

@@ -1,5 +1,5 @@
 """The training recipe's pieces: several speech/noise folders, generated noise, babble, band-limited
-speech and noise (dyncp/data/mixing.py), the EMA of the weights and the monitored set
+speech and noise, room reverberation (dyncp/data/mixing.py, dyncp/data/reverb.py), the EMA of the weights and the monitored set
 (dyncp/train.py), and the development-set breakdown (dyncp/devset.py)."""
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ from dyncp.config import load_config
 from dyncp.data import eval_pairs, training_set
 from dyncp.data.mixing import Mixer
 from dyncp.data.noise import lowpass
+from dyncp.data.reverb import EARLY_MS, align, generated_rir, reverberate
 from dyncp.devset import breakdown, read_manifest
-from dyncp.errors import ConfigError
+from dyncp.errors import ConfigError, DataError
 
 from test_train import TINY, write_pairs
 
@@ -111,6 +112,92 @@ def test_noise_narrowband(folders):
     assert _band_energy(noisy - target, 4100, 8000) < 1e-3
 
 
+def test_reverberate_keeps_the_early_part_as_target():
+    rir = np.zeros(SR, np.float32)
+    rir[5], rir[5 + 160], rir[5 + 3200] = -2.0, 0.6, 0.4     # direct (a negative peak), 10 ms, 200 ms
+    h = align(rir)
+    assert h[0] == 1.0 and h[160] == pytest.approx(-0.3) and len(h) == SR - 5
+    x = np.zeros(SR, np.float32)
+    x[100] = 1.0
+    wet, early = reverberate(x, rir, SR)
+    assert wet.shape == early.shape == x.shape and x[100] == 1.0 and x.sum() == 1.0
+    assert wet[100] == pytest.approx(1.0, abs=1e-5) and early[100] == pytest.approx(1.0, abs=1e-5)
+    assert wet[260] == pytest.approx(-0.3, abs=1e-5) == early[260]      # inside 50 ms: kept
+    assert wet[3300] == pytest.approx(-0.2, abs=1e-5) and abs(early[3300]) < 1e-5   # late: not
+    assert abs(early[100 + int(EARLY_MS * SR / 1000) + 2:]).max() < 1e-5
+    with pytest.raises(ValueError, match="all zeros"):
+        align(np.zeros(8))
+
+
+def test_generated_rirs():
+    for seed in range(5):
+        h = generated_rir(np.random.default_rng(seed), SR)
+        assert h.dtype == np.float32 and h[0] == 1.0 and np.argmax(np.abs(h)) == 0
+        assert int(0.002 * SR) <= np.flatnonzero(h[1:])[0] + 1 <= int(0.010 * SR) + 1
+        drr = 10 * np.log10(1.0 / float(np.sum(h[1:].astype(np.float64) ** 2)))
+        assert -3.01 <= drr <= 12.01
+        tail = h[1:].astype(np.float64) ** 2      # decays: the last fifth holds little energy
+        assert tail[-len(tail) // 5:].sum() < 0.05 * tail.sum()
+    assert not np.array_equal(generated_rir(np.random.default_rng(0), SR),
+                              generated_rir(np.random.default_rng(1), SR))
+
+
+def _echo_room(root: Path) -> Path:
+    rir = np.zeros(SR // 2, np.float32)
+    rir[0], rir[3200] = 0.8, 0.4                  # a direct path and an echo 200 ms later
+    _write(root / "rooms" / "echo.flac", rir)
+    return root / "rooms"
+
+
+@pytest.mark.parametrize("narrow", [False, True])
+def test_reverberant_mixture_early_target(folders, tmp_path, narrow):
+    rooms = _echo_room(tmp_path)
+    cfg = _cfg("data.snr_min=100", "data.snr_max=100", "data.reverb=1.0",
+               f"data.rir={rooms}", f"data.narrowband={1.0 if narrow else 0.0}")
+    m = Mixer(folders / "sa", folders / "na", cfg, "train")
+    assert len(m.rirs) == 1 and m.rirs[0][0] == 1.0
+    clean = np.zeros(SR, np.float32)
+    clean[1000] = 0.5
+    noisy, target = m.mix(np.random.default_rng(0), clean)
+    g = target[1000] / 0.5 if not narrow else np.max(np.abs(target)) / 0.5
+    assert abs(target[1000 + 3200]) < 1e-3 * g                # the echo is not in the target
+    echo = noisy[1000 + 3200 - 20:1000 + 3200 + 20]
+    assert np.max(np.abs(echo)) > 0.1 * g                     # but it is in the mixture
+    if narrow:   # the phone line comes after the room: the mixture is band-limited as well
+        assert _band_energy(noisy, 4100, 8000) < 1e-3 and _band_energy(target, 4100, 8000) < 1e-3
+    # without reverberation the target is the input itself (scaled)
+    dry = Mixer(folders / "sa", folders / "na", _cfg("data.snr_min=100", "data.snr_max=100"),
+                "train")
+    _, t = dry.mix(np.random.default_rng(0), clean)
+    assert np.flatnonzero(np.abs(t) > 1e-6).tolist() == [1000]
+
+
+def test_generated_rooms_when_no_rir_folder(folders):
+    m = Mixer(folders / "sa", folders / "na",
+              _cfg("data.snr_min=100", "data.snr_max=100", "data.reverb=1.0"), "train")
+    assert m.rirs == []
+    clean = np.zeros(SR, np.float32)
+    clean[1000] = 0.5
+    noisy, target = m.mix(np.random.default_rng(2), clean)
+    late = slice(1000 + int(0.06 * SR), None)
+    assert np.sum(noisy[late] ** 2) > 1e-3 * np.sum(noisy ** 2)      # a reverberant tail
+    assert np.sum(target[late] ** 2) < 1e-9 * np.sum(target ** 2)    # none in the target
+
+
+def test_bad_rir_folders(folders, tmp_path):
+    with pytest.raises(DataError, match="data.rir: .*nowhere: no such folder"):
+        Mixer(folders / "sa", folders / "na", _cfg("data.reverb=0.5",
+                                                   f"data.rir={tmp_path / 'nowhere'}"), "train")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="data.rir: .*empty: no wav/flac"):
+        Mixer(folders / "sa", folders / "na", _cfg("data.reverb=0.5",
+                                                   f"data.rir={tmp_path / 'empty'}"), "train")
+    _write(tmp_path / "silent" / "zero.wav", np.zeros(100))
+    with pytest.raises(DataError, match="zero.wav: room impulse response is empty or all zeros"):
+        Mixer(folders / "sa", folders / "na", _cfg("data.reverb=0.5",
+                                                   f"data.rir={tmp_path / 'silent'}"), "train")
+
+
 def test_lowpass():
     x = _broadband(0, 1.0).astype(np.float32)
     y = lowpass(x, SR, 3800.0)
@@ -133,6 +220,7 @@ def test_augmented_validation_is_fixed(folders):
 @pytest.mark.parametrize("bad, match", [
     ("data.babble=1.5", "data.babble"),
     ("data.narrowband=-0.1", "data.narrowband"),
+    ("data.reverb=1.1", "data.reverb"),
     ('data.generated_kinds=["purple"]', "purple"),
     ("train.ema=1.0", "train.ema"),
     ("data.monitor_every=0", "monitor_every"),

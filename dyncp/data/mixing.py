@@ -15,7 +15,9 @@ Augmentations (each a probability per item in ``cfg.data``; docs/training.md mea
 ``generated_noise`` replaces the file noise by one of ``generated_kinds`` (white, pink, brown,
 hum, ... from :mod:`dyncp.data.noise`), ``babble`` by 3-7 talkers of the same split's speech,
 ``narrowband`` low-passes the speech (and so the target) at 3.4-4 kHz as an 8 kHz or telephone
-path does, ``noise_narrowband`` does the same to the noise.
+path does, ``noise_narrowband`` does the same to the noise, ``reverb`` puts the speech in a room
+(measured RIRs from ``data.rir`` or generated ones; the target is the direct path and early
+reflections, :mod:`dyncp.data.reverb`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from ..config import Config
 from ..errors import DataError
 from .folders import Pair, PairList, Skips, _info, holdout, read_segment
 from .noise import loop, lowpass, make_noise, mix_at_snr
+from .reverb import generated_rir, load_rirs, reverberate
 
 AUDIO_GLOB = ("*.wav", "*.flac", "*.WAV", "*.FLAC")
 
@@ -95,6 +98,20 @@ class Mixer:
             cats.setdefault(_category(c.path), []).append(i)
         self.categories = [cats[k] for k in sorted(cats)]
         self.skipped = skips.count
+        self.rirs: list[np.ndarray] = []
+        if cfg.data.reverb > 0 and cfg.data.rir:
+            rir_dirs = _dirs(cfg.data.rir)
+            for folder in rir_dirs:
+                if not folder.is_dir():
+                    raise DataError(f"data.rir: {folder}: no such folder")
+
+            def read(path: Path) -> np.ndarray:
+                frames, sr_file = _info(path, Skips(False))
+                return read_segment(path, 0, int(frames * self.sr / sr_file), sr_file, self.sr)
+            try:
+                self.rirs = load_rirs(rir_dirs, self.sr, read)
+            except ValueError as e:
+                raise DataError(f"data.rir: {e}") from e
 
     def noise_for(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """A noise excerpt [n]: generated, babble or (by default) a file: category, then file,
@@ -126,15 +143,24 @@ class Mixer:
 
     def mix(self, rng: np.random.Generator, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(noisy, clean) float32 [n]: SNR ~ U[snr_min, snr_max], level -35..-15 dBFS RMS of the
-        mixture, then one gain for both so that the noisy peak is <= 0.99."""
+        mixture, then one gain for both so that the noisy peak is <= 0.99. With reverberation the
+        mixture holds the reverberant speech (the SNR is relative to it) and the target its
+        early part."""
         d = self.cfg.data
+        speech = clean
+        if d.reverb > 0 and rng.random() < d.reverb:
+            rir = (self.rirs[int(rng.integers(len(self.rirs)))] if self.rirs
+                   else generated_rir(rng, self.sr))
+            speech, clean = reverberate(clean, rir, self.sr)
         if d.narrowband > 0 and rng.random() < d.narrowband:
-            clean = lowpass(clean, self.sr, rng.uniform(3400.0, 4000.0))
+            cutoff, reverberant = rng.uniform(3400.0, 4000.0), speech is not clean
+            clean = lowpass(clean, self.sr, cutoff)
+            speech = lowpass(speech, self.sr, cutoff) if reverberant else clean
         noise = self.noise_for(rng, len(clean))
         if d.noise_narrowband > 0 and rng.random() < d.noise_narrowband:
             noise = lowpass(noise, self.sr, rng.uniform(3400.0, 4000.0))
         snr = rng.uniform(self.cfg.data.snr_min, self.cfg.data.snr_max)
-        noisy = mix_at_snr(clean, noise, snr)
+        noisy = mix_at_snr(speech, noise, snr)
         rms = float(np.sqrt(np.mean(noisy.astype(np.float64) ** 2)))
         g = 10 ** (rng.uniform(-35, -15) / 20) / rms if rms > 1e-9 else 1.0
         peak = float(np.max(np.abs(noisy))) * g
