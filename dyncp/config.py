@@ -175,6 +175,8 @@ class DataConfig:
     segment_seconds: float = 4.0
     snr_min: float = -5.0
     snr_max: float = 20.0
+    level_min: float = -35.0   # mixture RMS of ``mix:`` items ~ U[level_min, level_max] dBFS
+    level_max: float = -15.0
     builtin_train: int = 400   # utterances in the built-in corpus splits
     builtin_valid: int = 40
     builtin_test: int = 40
@@ -198,6 +200,8 @@ class DataConfig:
         _check(bool(self.train), f"{p}.train", "must name a data spec (e.g. builtin)")
         _check(self.segment_seconds > 0, f"{p}.segment_seconds", "must be positive")
         _check(self.snr_min <= self.snr_max, f"{p}.snr_min", "must be <= data.snr_max")
+        _check(self.level_min <= self.level_max, f"{p}.level_min", "must be <= data.level_max")
+        _check(self.level_max <= 0, f"{p}.level_max", "must be <= 0 dBFS (full scale)")
         for k in ("builtin_train", "builtin_valid", "builtin_test"):
             _check(getattr(self, k) >= 1, f"{p}.{k}", "must be >= 1")
         _check(self.valid_files >= 0, f"{p}.valid_files", "must be >= 0")

@@ -198,6 +198,17 @@ def test_bad_rir_folders(folders, tmp_path):
                                                    f"data.rir={tmp_path / 'silent'}"), "train")
 
 
+@pytest.mark.parametrize("lo, hi", [(-35.0, -15.0), (-25.0, -25.0), (-50.0, -40.0)])
+def test_mixture_level_range(folders, lo, hi):
+    m = Mixer(folders / "sa", folders / "na", _cfg(f"data.level_min={lo}", f"data.level_max={hi}"),
+              "train")
+    clean = _broadband(3, 1.0).astype(np.float32)
+    levels = [20 * np.log10(np.sqrt(np.mean(m.mix(np.random.default_rng(s), clean)[0]
+                                            .astype(np.float64) ** 2))) for s in range(20)]
+    assert lo - 1e-3 <= min(levels) and max(levels) <= hi + 1e-3
+    assert max(levels) - min(levels) >= 0.5 * (hi - lo)      # spread over the range
+
+
 def test_lowpass():
     x = _broadband(0, 1.0).astype(np.float32)
     y = lowpass(x, SR, 3800.0)
@@ -221,6 +232,8 @@ def test_augmented_validation_is_fixed(folders):
     ("data.babble=1.5", "data.babble"),
     ("data.narrowband=-0.1", "data.narrowband"),
     ("data.reverb=1.1", "data.reverb"),
+    ("data.level_min=-10", "data.level_min"),
+    ("data.level_max=3", "data.level_max"),
     ('data.generated_kinds=["purple"]', "purple"),
     ("train.ema=1.0", "train.ema"),
     ("data.monitor_every=0", "monitor_every"),

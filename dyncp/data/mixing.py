@@ -142,10 +142,10 @@ class Mixer:
         return make_noise("babble", rng, n, self.sr, pool)
 
     def mix(self, rng: np.random.Generator, clean: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(noisy, clean) float32 [n]: SNR ~ U[snr_min, snr_max], level -35..-15 dBFS RMS of the
-        mixture, then one gain for both so that the noisy peak is <= 0.99. With reverberation the
-        mixture holds the reverberant speech (the SNR is relative to it) and the target its
-        early part."""
+        """(noisy, clean) float32 [n]: SNR ~ U[snr_min, snr_max], mixture RMS ~ U[level_min,
+        level_max] dBFS, then one gain for both so that the noisy peak is <= 0.99. With
+        reverberation the mixture holds the reverberant speech (the SNR is relative to it) and the
+        target its early part."""
         d = self.cfg.data
         speech = clean
         if d.reverb > 0 and rng.random() < d.reverb:
@@ -162,7 +162,7 @@ class Mixer:
         snr = rng.uniform(self.cfg.data.snr_min, self.cfg.data.snr_max)
         noisy = mix_at_snr(speech, noise, snr)
         rms = float(np.sqrt(np.mean(noisy.astype(np.float64) ** 2)))
-        g = 10 ** (rng.uniform(-35, -15) / 20) / rms if rms > 1e-9 else 1.0
+        g = 10 ** (rng.uniform(d.level_min, d.level_max) / 20) / rms if rms > 1e-9 else 1.0
         peak = float(np.max(np.abs(noisy))) * g
         if peak > 0.99:
             g *= 0.99 / peak
