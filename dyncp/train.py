@@ -201,8 +201,9 @@ def train(cfg: Config, run_dir: str | Path, resume: bool = False, init: str | Pa
                               f"of {cfg.train.epochs}); pass --resume or use another --run-dir")
     elif resume:
         raise CheckpointError(f"{state_path}: no resume state to continue from")
-    if init is not None and not Path(init).is_file():
-        raise CheckpointError(f"{init}: no such checkpoint file")
+    if init is not None:   # a file or a shipped model's name; else an error listing the names
+        from .zoo import resolve
+        init = resolve(init)
     if cfg.loss.distill_weight > 0 and not cfg.train.teacher:
         raise ConfigError("train.teacher: loss.distill_weight > 0 needs a teacher checkpoint "
                           "(--set train.teacher=PATH, e.g. the static model of --init)")

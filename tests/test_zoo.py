@@ -43,6 +43,23 @@ def test_a_name_resolves_and_a_path_wins(weights, tmp_path):
     assert zoo.resolve(str(src)) == src
 
 
+def test_training_starts_from_a_shipped_name(weights, tmp_path, monkeypatch):
+    """`dyncp train --init NAME` resolves a shipped model as -c does."""
+    import dyncp.train as T
+    from test_train import _cfg, write_pairs
+
+    d, _ = weights
+    cfg = _cfg(write_pairs(tmp_path / "pairs", n=6, seconds=1.0))
+    with pytest.raises(CheckpointError, match=r"nosuch.*shipped: tinyship"):
+        T.train(cfg, tmp_path / "a", init="nosuch", progress=False)
+    assert not (tmp_path / "a").exists()                      # refused before anything is written
+    calls, real = [], T.init_from_checkpoint
+    monkeypatch.setattr(T, "init_from_checkpoint",
+                        lambda model, path: calls.append(path) or real(model, path))
+    T.train(cfg, tmp_path / "b", init="tinyship", progress=False)
+    assert calls == [d / "tinyship.pt"] and (tmp_path / "b" / "best.pt").is_file()
+
+
 def test_unknown_name_lists_the_shipped(weights):
     with pytest.raises(CheckpointError, match=r"nosuch.*shipped: tinyship"):
         dyncp.load_model("nosuch")
