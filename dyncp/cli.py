@@ -145,8 +145,8 @@ def _train_args(p: argparse.ArgumentParser) -> None:
     _add_config_args(p, required=True)
     p.add_argument("--run-dir", required=True, help="folder for checkpoints, log and state")
     p.add_argument("--resume", action="store_true", help="continue the run in --run-dir")
-    p.add_argument("--init", metavar="CKPT", help="start from a model checkpoint's weights, a path or a shipped name "
-                   "(fine-tuning; fresh, open gates when it has none)")
+    p.add_argument("--init", metavar="CKPT", help="start from a model checkpoint's weights, a "
+                   "path or a shipped name (fine-tuning; fresh, open gates when it has none)")
     p.add_argument("--no-progress", action="store_true")
 
 
