@@ -34,6 +34,33 @@ def enhance_tensor(model: ConvFSENet, wav: torch.Tensor, phi=None
     return istft(mask * spec, cfg, length=wav.shape[-1]), gates
 
 
+# An input this far outside the mixture levels a model was trained at draws a warning: the shipped
+# static model (trained at -35..-15 dBFS) holds its quality from -40 to -10 dBFS and falls under
+# its noisy input at -50 (docs/training.md, "Input level").
+LEVEL_TOLERANCE_DB = 10.0
+
+
+def check_level(model: ConvFSENet, wav: np.ndarray, name: str = "input") -> float | None:
+    """Warn (DyncpWarning, naming ``name``) when the active level of ``wav`` [N] (float, at the
+    model's rate) lies more than :data:`LEVEL_TOLERANCE_DB` outside the mixture levels the model
+    was trained at (``data.level_min``..``level_max`` of a ``mix:`` recipe). Returns that level
+    in dBFS; None when the model's training levels are unknown (another kind of data)."""
+    from .losses import active_level
+
+    d = model.cfg.data
+    if not d.train.startswith("mix:"):
+        return None
+    level = 20 * float(np.log10(float(active_level(torch.from_numpy(
+        np.ascontiguousarray(wav, np.float32))[None], model.cfg.stft)[0])))
+    lo, hi = d.level_min - LEVEL_TOLERANCE_DB, d.level_max + LEVEL_TOLERANCE_DB
+    if not lo <= level <= hi:
+        warnings.warn(f"{name}: active level {level:.1f} dBFS is outside what this model was "
+                      f"trained at ({d.level_min:g} to {d.level_max:g} dBFS, {LEVEL_TOLERANCE_DB:g} "
+                      f"dB either side tolerated): quality falls there; scale the input to about "
+                      f"{(d.level_min + d.level_max) / 2:g} dBFS first", DyncpWarning, stacklevel=3)
+    return level
+
+
 MAX_CHANNELS = 8
 # Integer PCM -> float in [-1, 1): divide by 2^(bits-1); 8-bit PCM is unsigned (WAV) [decided].
 _INT_SCALE = {np.dtype(np.int8): 2.0 ** 7, np.dtype(np.int16): 2.0 ** 15,
@@ -61,7 +88,7 @@ def as_float_samples(wav, name: str = "input") -> np.ndarray:
 
 
 def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = None,
-            return_gates: bool = False, phi: float | None = None):
+            return_gates: bool = False, phi: float | None = None, name: str = "input"):
     """Enhance one signal.
 
     ``wav``: [N] or [C, N] with at most 8 channels (averaged to mono), numpy array or tensor,
@@ -69,7 +96,9 @@ def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = 
     soundfile's [N, C] layout is refused, not guessed: pass ``wav.T``. ``sr``: its sample rate
     (default: the model's). Returns a numpy float32 array [N] at ``sr``, and with
     ``return_gates`` also the gates as numpy uint8 arrays [n_blocks, H, T]. ``phi``: the
-    requested Φ of a budget model (see dyncp.budget.phi_for). Raises AudioError.
+    requested Φ of a budget model (see dyncp.budget.phi_for). ``name`` names the signal in the
+    warning of :func:`check_level` (an input far from the model's training levels). Raises
+    AudioError.
     """
     model_sr = model.cfg.stft.sample_rate
     sr = model_sr if sr is None else int(sr)
@@ -90,6 +119,7 @@ def enhance(model: ConvFSENet, wav: np.ndarray | torch.Tensor, sr: int | None = 
         raise AudioError("input: empty signal (0 samples)")
     check_finite(wav, "input")
     x = resample(wav, sr, model_sr)
+    check_level(model, x, name)
     model.eval()
     with torch.inference_mode():
         y, gates = enhance_tensor(model, torch.from_numpy(x).unsqueeze(0), phi=phi)
@@ -242,6 +272,7 @@ def enhance_files(model: ConvFSENet, inputs: list[str | Path], out_dir: str | Pa
         it = tqdm(it, desc="enhance", unit="file")
     written = []
     for (src, rel), sr in it:
-        y = fit_to_pcm(enhance(model, load_audio(src, sr), sr, phi=phi), str(src), on_clip)
+        y = fit_to_pcm(enhance(model, load_audio(src, sr), sr, phi=phi, name=str(src)),
+                       str(src), on_clip)
         written.append(save_audio(out_dir / rel, y, sr, overwrite=overwrite))
     return written

@@ -31,12 +31,13 @@ def stream_file(model: ConvFSENet, in_path, out_path=None, engine: str = "torch"
     ``out_path`` when given. ``model`` is left as it was.
     """
     from .audio import load_audio, save_audio
-    from .enhance import enhance_tensor
+    from .enhance import check_level, enhance_tensor
 
     sr = model.cfg.stft.sample_rate
     streamer = Streamer(model, engine, record_gates=False, record_times=True, phi=phi,
                         budget=mmac, governor=governor)
     wav = load_audio(in_path, sr)
+    check_level(model, wav, str(in_path))
     run_phi = streamer.stats.phi
     step = chunk if chunk > 0 else streamer.hop
     outs = []

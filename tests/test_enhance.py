@@ -263,3 +263,31 @@ def test_enhance_shapes_and_integer_samples(model):
     for bad in (pcm.astype(np.int64), pcm > 0):
         with pytest.raises(AudioError, match=f"type {bad.dtype}"):
             enhance(model, bad, 16000)
+
+
+def test_an_input_far_from_the_training_levels_is_named_in_a_warning(tmp_path):
+    """A model mixed at U[-35, -15] dBFS warns below -45 and above -5 dBFS (active level), naming
+    the file, in `enhance`, `dyncp enhance` and `dyncp stream`; other training data: no check."""
+    import warnings
+
+    from dyncp.enhance import check_level
+    from dyncp.stream_io import stream_file
+
+    mixed = build_model(load_config(ROOT / "configs/tiny.toml", ["data.train=mix:speech,noise"]))
+    x = _noise(16000)
+    x = x / np.sqrt(np.mean(x ** 2)) * 10 ** (-25 / 20)           # -25 dBFS
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert abs(check_level(mixed, x) + 25) < 0.5
+        assert abs(check_level(mixed, x * 10 ** (-19 / 20)) + 44) < 0.5   # inside the tolerance
+        assert check_level(build_model(load_config(ROOT / "configs/tiny.toml")), x * 1e-3) is None
+        enhance(mixed, x)
+    sine = np.sqrt(2) * np.sin(2 * np.pi * 440 * np.arange(16000) / 16000)   # RMS 1, peak 1.41
+    for name, wav, level in [("quiet", x * 10 ** (-30 / 20), "-55"),
+                             ("loud", sine * 10 ** (-4 / 20), "-4")]:
+        with pytest.warns(DyncpWarning, match=rf"{name}.wav: active level {level}\.\d dBFS is "
+                                              r"outside .* \(-35 to -15 dBFS"):
+            sf.write(tmp_path / f"{name}.wav", wav, 16000, subtype="FLOAT")
+            enhance_files(mixed, [tmp_path / f"{name}.wav"], tmp_path / name, progress=False)
+    with pytest.warns(DyncpWarning, match="quiet.wav: active level"):
+        stream_file(mixed, tmp_path / "quiet.wav", engine="dense")
