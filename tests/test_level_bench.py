@@ -40,7 +40,7 @@ def test_gains_and_normalisation():
 def test_main_writes_a_row_per_gain(tmp_path):
     data = write_pairs(tmp_path / "pairs", n=2, seconds=1.0)
     model = build_model(load_config(TINY, ["gate.enabled=false"]))
-    ckpt = save_model(model, tmp_path / "m.pt") or tmp_path / "m.pt"
+    ckpt = save_model(model, tmp_path / "m.pt")
     out = tmp_path / "level.json"
     assert level.main(["--model", f"tiny={ckpt}", "--data", str(data), "--gains", "-20", "0",
                        "--json", str(out)]) == 0

@@ -98,20 +98,8 @@ class Mixer:
             cats.setdefault(_category(c.path), []).append(i)
         self.categories = [cats[k] for k in sorted(cats)]
         self.skipped = skips.count
-        self.rirs: list[np.ndarray] = []
-        if cfg.data.reverb > 0 and cfg.data.rir:
-            rir_dirs = _dirs(cfg.data.rir)
-            for folder in rir_dirs:
-                if not folder.is_dir():
-                    raise DataError(f"data.rir: {folder}: no such folder")
-
-            def read(path: Path) -> np.ndarray:
-                frames, sr_file = _info(path, Skips(False))
-                return read_segment(path, 0, int(frames * self.sr / sr_file), sr_file, self.sr)
-            try:
-                self.rirs = load_rirs(rir_dirs, self.sr, read)
-            except ValueError as e:
-                raise DataError(f"data.rir: {e}") from e
+        self.rirs = (load_rirs(_dirs(cfg.data.rir), self.sr)
+                     if cfg.data.reverb > 0 and cfg.data.rir else [])
 
     def noise_for(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """A noise excerpt [n]: generated, babble or (by default) a file: category, then file,

@@ -62,18 +62,23 @@ def reverberate(speech: np.ndarray, rir: np.ndarray, sr: int) -> tuple[np.ndarra
     return wet.astype(np.float32), dry.astype(np.float32)
 
 
-def load_rirs(folders: list[Path], sr: int, read) -> list[np.ndarray]:
-    """The aligned RIRs of every wav/flac file under ``folders`` at rate ``sr`` (``read(path)``
-    returns the file's samples at ``sr``). A folder without one is a ValueError naming it."""
+def load_rirs(folders: list[Path], sr: int) -> list[np.ndarray]:
+    """The aligned RIRs of every wav/flac file under ``folders``, mono at rate ``sr``. A missing
+    folder, a folder without one, an unreadable or all-zero file: DataError naming it."""
+    from ..audio import load_audio
+    from ..errors import AudioError, DataError
+
     out = []
     for folder in folders:
+        if not Path(folder).is_dir():
+            raise DataError(f"data.rir: {folder}: no such folder")
         paths = sorted(p for p in Path(folder).rglob("*")
                        if p.suffix.lower() in (".wav", ".flac") and p.is_file())
         if not paths:
-            raise ValueError(f"{folder}: no wav/flac room impulse responses")
+            raise DataError(f"data.rir: {folder}: no wav/flac room impulse responses")
         for p in paths:
             try:
-                out.append(align(read(p)))
-            except ValueError as e:
-                raise ValueError(f"{p}: {e}") from e
+                out.append(align(load_audio(p, sr)))
+            except (AudioError, ValueError) as e:
+                raise DataError(f"data.rir: {p}: {e}") from e
     return out
