@@ -134,3 +134,29 @@ def load_model(path: str | Path) -> tuple[ConvFSENet, dict[str, Any]]:
                               f"{str(e).splitlines()[0]} ...") from None
     model.eval()
     return model, dict(meta)
+
+
+# -- a fine-tune's history ------------------------------------------------------------------------
+# A run started with ``--init`` records where it began (``meta["init"]``: the checkpoint or shipped
+# name, and the steps and hours of audio that checkpoint had seen in all), so a shipped model's
+# card counts every stage it went through, not only the last one.
+def trained_totals(meta: dict[str, Any]) -> tuple[int, float]:
+    """(steps, hours of audio) a checkpoint has seen in all: its own run's plus, through
+    ``meta["init"]``, everything before it."""
+    init = meta.get("init") or {}
+    return (int(meta.get("step") or 0) + int(init.get("total_steps") or 0),
+            float(meta.get("audio_hours") or 0.0) + float(init.get("total_audio_hours") or 0.0))
+
+
+def init_record(path: str | Path) -> dict[str, Any]:
+    """``meta["init"]`` of a run started from the checkpoint (or shipped model) ``path``."""
+    from .zoo import resolve
+
+    resolved = resolve(path)
+    meta = load_dict(resolved, MODEL_FORMAT, MODEL_VERSION).get("meta") or {}
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{resolved}: 'meta' must be a dict")
+    steps, hours = trained_totals(meta)
+    card = meta.get("card") or {}
+    return {"checkpoint": str(path), "name": card.get("name"), "total_steps": steps,
+            "total_audio_hours": hours}

@@ -65,8 +65,12 @@ def _models_run(args: argparse.Namespace) -> int:
                   f"{dev.get('stoi', float('nan')):.3f}  SI-SDR {dev.get('si_sdr', float('nan')):.2f}"
                   f" dB  {dev.get('mmac_per_s', float('nan')):.2f} MMAC/s  Φ "
                   f"{dev.get('phi', float('nan')):.3f}")
+        since = ""
+        if c.get("init"):   # a fine-tune: its own run, then all the model has seen
+            since = (f" (fine-tuned from {c['init']}: {c.get('total_steps', '?')} steps, "
+                     f"{c.get('total_audio_hours', float('nan')):.0f} h in all)")
         print(f"    trained   {c.get('steps', '?')} steps, {c.get('audio_hours', float('nan')):.0f}"
-              f" h of audio on {c.get('training_data', '?')}")
+              f" h of audio{since} on {c.get('training_data', '?')}")
         print(f"    command   {c.get('command', '?')}\n")
     return 0
 
@@ -80,6 +84,9 @@ def _ship_args(p: argparse.ArgumentParser) -> None:
                    "reproduces the model (written into the card)")
     p.add_argument("--training-data", required=True, help="what it was trained on (card)")
     p.add_argument("--recipe", default="", help="recipe notes for the card")
+    p.add_argument("--init", metavar="CKPT", default=None, help="the checkpoint or shipped name "
+                   "the run was started from (`dyncp train --init`), for runs whose checkpoint "
+                   "does not record it; the card's total steps and hours then count it too")
     p.add_argument("--weights-dir", default=None, help="folder to write to (default: the "
                    "package's dyncp/weights)")
     p.add_argument("--no-progress", action="store_true")
@@ -90,7 +97,8 @@ def _ship_run(args: argparse.Namespace) -> int:
 
     path, c = ship_scored(args.checkpoint, args.name, dev=args.dev, command=args.made_by,
                           training_data=args.training_data, recipe=args.recipe,
-                          weights_dir=args.weights_dir, progress=not args.no_progress)
+                          weights_dir=args.weights_dir, progress=not args.no_progress,
+                          init=args.init)
     print(json.dumps(c, indent=2))
     print(f"wrote {path} ({path.stat().st_size} bytes)")
     return 0

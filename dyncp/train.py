@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 
 from .atomic import write_text
 from .budget import sample_budgets
-from .checkpoint import load_model, save_atomic, save_model
+from .checkpoint import init_record, load_model, save_atomic, save_model
 from .config import Config
 from .enhance import enhance_tensor
 from .errors import CheckpointError, ConfigError, DataError
@@ -240,6 +240,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
     model = build_model(cfg)
     if init is not None and state is None:
         init_from_checkpoint(model, init)
+    # where a fine-tune began (kept through --resume): cards count every stage's steps and hours
+    began = (state or {}).get("init") or (init_record(init) if init is not None else None)
     _seed_everything(cfg.train.seed + d.rank)  # but rank-specific noise (stochastic gates)
     model.to(d.device)
     teacher = _teacher(cfg, d.device) if cfg.loss.distill_weight > 0 else None
@@ -363,7 +365,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
             meta = {"epoch": epoch + 1, "step": step, "data": cfg.data.train,
                     "audio_hours": row["audio_hours"], "ema": cfg.train.ema,
                     "valid_data": cfg.data.valid or cfg.data.train,
-                    "valid": {k: float(v) for k, v in valid.items()}}
+                    "valid": {k: float(v) for k, v in valid.items()},
+                    **({"init": began} if began else {})}
             ramped = (not cfg.gate.enabled
                       or phi_target(cfg, step, total_steps) >= cfg.loss.prune_target)
             key = _score_key(valid) if ramped else (-math.inf, -math.inf)
@@ -384,7 +387,8 @@ def _train(cfg: Config, run_dir: Path, state: dict | None, init, progress: bool,
                                      for k, v in ema.model.state_dict().items()}}
                             if ema is not None else {}),
                          "optimizer": opt.state_dict(),
-                         "rng": _rng_state()}, run_dir / "state.pt")
+                         "rng": _rng_state(), **({"init": began} if began else {})},
+                        run_dir / "state.pt")
             if progress:
                 print(f"epoch {epoch + 1}: loss {row['train_loss']:.4f}  valid PESQ-WB "
                       f"{valid['valid_pesq_wb']:.3f}  SI-SDR {valid['valid_si_sdr']:.2f} dB  "

@@ -14,6 +14,8 @@ shipped name works too; a path that exists always wins over a name.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -94,10 +96,11 @@ def half_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def ship(checkpoint: str | Path, name: str, card_fields: dict[str, Any],
-         weights_dir: Path | None = None) -> Path:
+         weights_dir: Path | None = None, init: dict[str, Any] | None = None) -> Path:
     """Write ``weights_dir/NAME.pt``: ``checkpoint``'s weights in float16 with ``card_fields``
     as its card (the caller adds the scores measured on the written file, see
-    :func:`set_card`). Refuses a file over :data:`MAX_FILE_BYTES`."""
+    :func:`set_card`); ``init`` (:func:`dyncp.checkpoint.init_record`) records where the run
+    began when its checkpoint does not. Refuses a file over :data:`MAX_FILE_BYTES`."""
     from .checkpoint import MODEL_FORMAT, MODEL_VERSION, load_dict, save_atomic
 
     if not is_shipped_name(name) or not name.replace("_", "").replace("-", "").isalnum():
@@ -106,7 +109,8 @@ def ship(checkpoint: str | Path, name: str, card_fields: dict[str, Any],
     d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
     out = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": obj["config"],
            "state_dict": half_state_dict(obj["state_dict"]),
-           "meta": {**(obj.get("meta") or {}), "card": {"name": name, **card_fields}}}
+           "meta": {**(obj.get("meta") or {}), **({"init": init} if init else {}),
+                    "card": {"name": name, **card_fields}}}
     path = save_atomic(out, d / f"{name}.pt")
     size = path.stat().st_size
     if size > MAX_FILE_BYTES:
@@ -129,63 +133,83 @@ def set_card(path: str | Path, updates: dict[str, Any]) -> Path:
 
 def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, training_data: str,
                 recipe: str = "", weights_dir: Path | None = None,
-                progress: bool = False) -> tuple[Path, dict[str, Any]]:
+                progress: bool = False, init: str | Path | None = None
+                ) -> tuple[Path, dict[str, Any]]:
     """:func:`ship` ``checkpoint`` as ``name``, score the written file on the development pairs
-    ``dev`` and put the scores into its card. Returns (path, card)."""
+    ``dev`` and put the scores into its card. ``init``: the checkpoint or shipped model the run
+    was started from, for a checkpoint that does not record it (runs of an older dyncp); the
+    card's ``total_steps`` and ``total_audio_hours`` then count that model's training too.
+    Returns (path, card)."""
     import datetime
 
-    from .checkpoint import MODEL_FORMAT, MODEL_VERSION, load_dict
+    from .checkpoint import MODEL_FORMAT, MODEL_VERSION, init_record, load_dict, trained_totals
     from .evaluate import evaluate_checkpoint
 
     src = load_dict(Path(checkpoint), MODEL_FORMAT, MODEL_VERSION)
     meta, cfg = src.get("meta") or {}, src.get("config") or {}
-    calibration = None
-    if (cfg.get("gate") or {}).get("budget"):
-        checkpoint, calibration = _calibrated_copy(Path(checkpoint))
+    began = None
+    if init is not None:      # read before shipping: NAME may be the model the run began from
+        if meta.get("init"):
+            raise CheckpointError(f"{checkpoint}: records its start already "
+                                  f"({meta['init'].get('checkpoint')}); drop --init")
+        began = init_record(init)
+    total_steps, total_hours = trained_totals({**meta, **({"init": began} if began else {})})
+    origin = began or meta.get("init") or {}
     fields = {"description": DESCRIPTIONS.get(name, ""),
               "config": cfg.get("name"), "training_data": training_data, "recipe": recipe,
               "steps": meta.get("step"), "epochs": meta.get("epoch"),
               "audio_hours": meta.get("audio_hours"), "ema": meta.get("ema"),
+              "total_steps": total_steps, "total_audio_hours": total_hours,
+              "init": origin.get("name") or origin.get("checkpoint"),
               "command": command, "shipped": datetime.date.today().isoformat(),
               "weights": "float16 storage, float32 compute"}
-    path = ship(checkpoint, name, fields, weights_dir)
+    # Written and scored in a staging folder, moved over NAME.pt only when complete: a failed or
+    # interrupted ship leaves the model shipped before (perhaps the run's own --init) untouched.
+    d = Path(weights_dir) if weights_dir is not None else WEIGHTS_DIR
+    d.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".ship-{name}-", dir=d))
     try:
+        calibration = None
+        if (cfg.get("gate") or {}).get("budget"):
+            checkpoint, calibration = _calibrated_copy(Path(checkpoint), staging)
+        path = ship(checkpoint, name, fields, staging, init=began)
         res = evaluate_checkpoint(path, dev, progress=progress)
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
-    m, noisy = res["mean"], res["noisy"]
-    scores = {"set": str(dev), "files": m.get("n_files"), "pesq_wb": m.get("pesq_wb"),
-              "stoi": m.get("stoi"), "si_sdr": m.get("si_sdr"),
-              "mmac_per_s": m.get("dynamic_mmac_per_s"),
-              "static_mmac_per_s": m.get("static_mmac_per_s"),
-              "macs_saved_fraction": m.get("macs_saved_fraction"),
-              "phi": m.get("pruning_ratio"), "phi_frame_std": m.get("pruning_ratio_frame_std"),
-              "phi_speech": m.get("pruning_ratio_speech"),
-              "phi_nonspeech": m.get("pruning_ratio_nonspeech"),
-              "noisy_pesq_wb": noisy.get("pesq_wb"),
-              "by": res.get("by", {})}
-    updates: dict[str, Any] = {"dev": scores}
-    if calibration is not None:
-        updates["calibration"] = calibration
-        updates["dev_by_phi"] = {}
-        for phi in BUDGET_POINTS:
-            r = evaluate_checkpoint(path, dev, progress=progress, phi=phi)["mean"]
-            updates["dev_by_phi"][f"{phi:g}"] = {
-                "pesq_wb": r.get("pesq_wb"), "stoi": r.get("stoi"), "si_sdr": r.get("si_sdr"),
-                "phi": r.get("pruning_ratio"), "mmac_per_s": r.get("dynamic_mmac_per_s")}
-        Path(checkpoint).unlink(missing_ok=True)      # the calibrated temporary copy
-    set_card(path, updates)
-    return path, card(path)
+        m, noisy = res["mean"], res["noisy"]
+        scores = {"set": str(dev), "files": m.get("n_files"), "pesq_wb": m.get("pesq_wb"),
+                  "stoi": m.get("stoi"), "si_sdr": m.get("si_sdr"),
+                  "mmac_per_s": m.get("dynamic_mmac_per_s"),
+                  "static_mmac_per_s": m.get("static_mmac_per_s"),
+                  "macs_saved_fraction": m.get("macs_saved_fraction"),
+                  "phi": m.get("pruning_ratio"), "phi_frame_std": m.get("pruning_ratio_frame_std"),
+                  "phi_speech": m.get("pruning_ratio_speech"),
+                  "phi_nonspeech": m.get("pruning_ratio_nonspeech"),
+                  "noisy_pesq_wb": noisy.get("pesq_wb"),
+                  "by": res.get("by", {})}
+        updates: dict[str, Any] = {"dev": scores}
+        if calibration is not None:
+            updates["calibration"] = calibration
+            updates["dev_by_phi"] = {}
+            for phi in BUDGET_POINTS:
+                r = evaluate_checkpoint(path, dev, progress=progress, phi=phi)["mean"]
+                updates["dev_by_phi"][f"{phi:g}"] = {
+                    "pesq_wb": r.get("pesq_wb"), "stoi": r.get("stoi"),
+                    "si_sdr": r.get("si_sdr"), "phi": r.get("pruning_ratio"),
+                    "mmac_per_s": r.get("dynamic_mmac_per_s")}
+        set_card(path, updates)
+        final = d / f"{name}.pt"
+        os.replace(path, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return final, card(final)
 
 
 #: Budgets a budget model's card reports (issue 13's requests, and Φ = 0).
 BUDGET_POINTS = (0.0, 0.1, 0.25, 0.5, 0.75, 0.85)
 
 
-def _calibrated_copy(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
+def _calibrated_copy(checkpoint: Path, folder: Path) -> tuple[Path, dict[str, Any]]:
     """A budget model calibrated on the held-out split of its own training data (never the dev
-    set), written next to ``checkpoint``. Returns (path, the measured table)."""
+    set), written into ``folder``. Returns (path, the measured table)."""
     from .budget import calibrate
     from .checkpoint import load_model, save_model
     from .data import eval_pairs
@@ -195,6 +219,6 @@ def _calibrated_copy(checkpoint: Path) -> tuple[Path, dict[str, Any]]:
     pairs = eval_pairs(cfg.data.train, cfg, split="valid", limit=cfg.data.valid_files or 24)
     table = calibrate(model, pairs)
     table["data"] = f"{cfg.data.train} (valid split, {len(pairs)} files)"
-    tmp = checkpoint.with_name(f".{checkpoint.stem}.calibrated.pt")
+    tmp = folder / f"{checkpoint.stem}.calibrated.pt"
     save_model(model, tmp, meta)
     return tmp, table

@@ -142,6 +142,62 @@ def test_ship_scored_puts_dev_scores_into_the_card(weights, tmp_path):
     assert again["pesq_wb"] == pytest.approx(dev["pesq_wb"], abs=1e-6)
 
 
+def test_a_fine_tune_counts_every_stage_in_its_card(weights, tmp_path):
+    """`dyncp train --init` records where the run began (through --resume too); the card of the
+    shipped fine-tune counts that model's steps and hours as well as its own run's."""
+    import dyncp.train as T
+    from test_train import _cfg, write_pairs
+
+    d, _ = weights                                   # tinyship: 1,200 steps, 21.5 h
+    pairs = write_pairs(tmp_path / "pairs", n=6, seconds=1.0)
+    cfg = _cfg(pairs, "train.epochs=1")
+    T.train(cfg, tmp_path / "ft", init="tinyship", progress=False)
+    meta = load_model(tmp_path / "ft" / "best.pt")[1]
+    assert meta["init"]["name"] == "tinyship" and meta["init"]["total_steps"] == 1200
+    # resumed later without --init: the start comes back from the resume state
+    T.train(_cfg(pairs, "train.epochs=2"), tmp_path / "ft", resume=True, progress=False)
+    meta = load_model(tmp_path / "ft" / "best.pt")[1]
+    assert meta["init"]["total_audio_hours"] == 21.5 and meta["step"] > 0
+    # shipped over the very model it began from: the card adds both stages
+    path, c = zoo.ship_scored(tmp_path / "ft" / "best.pt", "tinyship", dev=str(pairs),
+                              command="x", training_data="y", weights_dir=d)
+    assert c["init"] == "tinyship" and c["steps"] == meta["step"]
+    assert c["total_steps"] == 1200 + meta["step"]
+    assert c["total_audio_hours"] == pytest.approx(21.5 + meta["audio_hours"])
+    # and a fine-tune of that shipped file counts all three
+    assert zoo.resolve("tinyship") == path
+    from dyncp.checkpoint import init_record
+    assert init_record("tinyship")["total_steps"] == 1200 + meta["step"]
+
+
+def test_ship_takes_the_start_of_an_older_run_and_refuses_a_second(weights, tmp_path):
+    d, src = weights
+    from test_train import write_pairs
+    pairs = write_pairs(tmp_path / "dev", n=2, seconds=1.0)
+    _, c = zoo.ship_scored(src, "ft", dev=str(pairs), command="x", training_data="y",
+                           weights_dir=d, init="tinyship")
+    assert (c["steps"], c["total_steps"], c["init"]) == (1200, 2400, "tinyship")
+    with pytest.raises(CheckpointError, match="records its start already"):
+        zoo.ship_scored(d / "ft.pt", "ft2", dev=str(pairs), command="x", training_data="y",
+                        weights_dir=d, init="tinyship")
+
+
+def test_a_failed_ship_leaves_the_shipped_file_untouched(weights, tmp_path, monkeypatch):
+    import dyncp.evaluate
+
+    d, src = weights
+    before = (d / "tinyship.pt").read_bytes()
+
+    def broken(*a, **k):
+        raise KeyboardInterrupt      # e.g. Ctrl-C while the dev set is scored
+    monkeypatch.setattr(dyncp.evaluate, "evaluate_checkpoint", broken)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.ship_scored(src, "tinyship", dev=str(tmp_path), command="x", training_data="y",
+                        weights_dir=d)
+    assert (d / "tinyship.pt").read_bytes() == before
+    assert sorted(p.name for p in d.iterdir()) == ["tinyship.pt"]     # no staging left
+
+
 def test_enhance_uses_the_default_model(weights, tmp_path, monkeypatch):
     import soundfile as sf
 
