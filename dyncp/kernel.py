@@ -25,10 +25,11 @@ from .config import LOG_FEATURE_FLOOR
 HEADER = ("n_freq", "residual", "hidden", "kernel", "reduction", "n_blocks", "pool", "ring",
           "gated", "sparse", "min_active", "stride")
 _F, _B, _H, _K, _R, _NB, _L, _D, _GATED, _SPARSE, _MIN_ACTIVE, _STRIDE = range(len(HEADER))
-WEIGHTS = ("front_wt", "front_b", "back_w", "back_b", "chan", "pw2_bias", "gw1t", "gb1", "gw2t",
+WEIGHTS = ("front_wt", "front_b", "back_w", "back_b", "chan", "pw2_bias", "gw1", "gb1", "gw2t",
            "gb2", "compress")
 STATE = ("pool", "dw", "mask", "scratch", "thresh")
-SCRATCH_ROWS = 5  # h, h2, scores, z1, sort buffer (the min_active floor)
+SCRATCH_ROWS = 5  # h, h2, scores, z1, sort buffer (the min_active floor); row 0 is first the
+#                   clamped input of the features (n_freq wide)
 _W_OFF = len(HEADER)
 _S_OFF = _W_OFF + len(WEIGHTS)
 _DIL = _S_OFF + len(STATE)
@@ -52,16 +53,22 @@ def _weight_views(wf, wi):
     return (wf[o[0]:o[0] + F * B].reshape((F, B)), wf[o[1]:o[1] + B],
             wf[o[2]:o[2] + F * B].reshape((F, B)), wf[o[3]:o[3] + F],
             wf[o[4]:o[4] + nb * H * stride].reshape((nb, H, stride)),
-            wf[o[5]:o[5] + nb * B].reshape((nb, B)), wf[o[6]:o[6] + nb * B * R].reshape((nb, B, R)),
+            wf[o[5]:o[5] + nb * B].reshape((nb, B)), wf[o[6]:o[6] + nb * R * B].reshape((nb, R, B)),
             wf[o[7]:o[7] + nb * R].reshape((nb, R)), wf[o[8]:o[8] + nb * R * H].reshape((nb, R, H)),
             wf[o[9]:o[9] + nb * H].reshape((nb, H)), wf[o[10]])
+
+
+@njit(cache=True, nogil=True)
+def scratch_width(F, B, H, R):
+    """Floats per scratch row: the widest of residual, hidden, reduction and frequency bins."""
+    return max(F, B, H, R)
 
 
 @njit(cache=True, nogil=True)
 def state_views(sf, wi):
     F, B, H, R, nb, L, D = wi[_F], wi[_B], wi[_H], wi[_R], wi[_NB], wi[_L], wi[_D]
     o = wi[_S_OFF:_S_OFF + 5]
-    w = max(B, H, R)
+    w = scratch_width(F, B, H, R)
     return (sf[o[0]:o[0] + nb * L * B].reshape((nb, L, B)),
             sf[o[1]:o[1] + nb * D * H].reshape((nb, D, H)), sf[o[2]:o[2] + F],
             sf[o[3]:o[3] + SCRATCH_ROWS * w].reshape((SCRATCH_ROWS, w)),
@@ -93,15 +100,94 @@ def _hidden(row, s, dwi, slots, now, c, B, k, c_off, on):
     return (_prelu(z, row[c_off + 5]) * row[c_off + 6] + row[c_off + 7]) * on
 
 
-@njit(cache=True, nogil=True, fastmath=_FASTMATH, inline="always")
-def _feature(x, compress):
-    """The network's input feature of one bin: |X|, (|X| + 1e-12)^compress, or at compress 0
-    ln(|X| + LOG_FEATURE_FLOOR) (model._features)."""
+# -- transcendentals, vectorised ------------------------------------------------------------------
+# [decided] The features' power (|X|^0.3: 257 powf a frame) and the mask's sigmoid (257 expf) in
+# polynomials over whole rows: LLVM vectorises these loops, where it calls scalar libm for
+# powf/expf (llvmlite's wheels carry no vector math library): measured 1.86 µs a frame scalar.
+# Relative error <= 1e-6 against float32 libm (tests/test_runtime.py); no reassociation here,
+# so that the two-part ln 2 of the range reductions keeps its precision; numpy's error model
+# (a division by zero gives Inf, no check: the check's branch stops LLVM from vectorising).
+_POW2 = np.array([2.0 ** n for n in range(-127, 128)], np.float32)   # 2^n at [n + 127]
+_LN2_HI, _LN2_LO = np.float32(0.693145751953125), np.float32(1.428606765330187e-06)
+_LOG2E, _SQRT2 = np.float32(1.4426950408889634), np.float32(1.4142135623730951)
+_EXP_MIN, _EXP_MAX = np.float32(-87.0), np.float32(88.0)  # 2^n stays within _POW2's range
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always")
+def _exp(z):
+    """e^z for finite z (clamped to [-87, 88]): 2^n * e^r, |r| <= ln2/2, Taylor to r^7."""
+    z = min(max(z, _EXP_MIN), _EXP_MAX)
+    n = np.floor(z * _LOG2E + np.float32(0.5))
+    r = (z - n * _LN2_HI) - n * _LN2_LO
+    p = np.float32(1.0 / 5040)
+    p = p * r + np.float32(1.0 / 720)
+    p = p * r + np.float32(1.0 / 120)
+    p = p * r + np.float32(1.0 / 24)
+    p = p * r + np.float32(1.0 / 6)
+    p = p * r + np.float32(0.5)
+    p = p * r + np.float32(1.0)
+    p = p * r + np.float32(1.0)
+    k = min(max(np.int32(n), np.int32(-127)), np.int32(127))   # NaN: any index, still in range
+    return p * _POW2[k + 127]
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, inline="always", error_model="numpy")
+def _ln(y, b):
+    """ln y for a positive normal float32 y whose bits are ``b``: e ln2 + ln m, m in
+    [sqrt(1/2), sqrt(2)), ln m = 2 atanh((m - 1)/(m + 1)) to the ninth power."""
+    eb = min(max(b >> np.int32(23), np.int32(1)), np.int32(254))   # int32: 8 lanes, not 4
+    m = y * _POW2[np.int32(254) - eb]              # y / 2^(eb - 127), in [1, 2)
+    e = np.float32(eb - np.int32(127))
+    big = m > _SQRT2
+    m = np.float32(0.5) * m if big else m
+    e = e + np.float32(1.0) if big else e
+    t = (m - np.float32(1.0)) / (m + np.float32(1.0))
+    t2 = t * t
+    q = np.float32(1.0 / 9)
+    q = q * t2 + np.float32(1.0 / 7)
+    q = q * t2 + np.float32(1.0 / 5)
+    q = q * t2 + np.float32(1.0 / 3)
+    q = q * t2 + np.float32(1.0)
+    return e * _LN2_HI + (e * _LN2_LO + np.float32(2.0) * t * q)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def features(mag, compress, clamped, out):
+    """The network's input features of one frame into ``out``: |X|, (|X| + 1e-12)^compress, or
+    at compress 0 ln(|X| + LOG_FEATURE_FLOOR) (model._features); ``clamped`` is scratch of the
+    same length. A NaN or Inf bin takes libm's value."""
+    n = mag.shape[0]
     if compress == 1.0:
-        return x
+        for f in range(n):
+            out[f] = mag[f]
+        return
+    eps = np.float32(LOG_FEATURE_FLOOR) if compress == 0.0 else np.float32(1e-12)
+    for f in range(n):
+        clamped[f] = max(mag[f], np.float32(0.0)) + eps
+    bits = clamped.view(np.int32)
+    bad = np.int32(0)
     if compress == 0.0:
-        return np.log(max(x, np.float32(0.0)) + np.float32(LOG_FEATURE_FLOOR))
-    return (max(x, np.float32(0.0)) + np.float32(1e-12)) ** compress
+        for f in range(n):
+            bad |= np.int32((bits[f] >> 23) >= 255) | np.int32(bits[f] < 0)
+            out[f] = _ln(clamped[f], bits[f])
+    else:
+        c = np.float32(compress)
+        for f in range(n):
+            bad |= np.int32((bits[f] >> 23) >= 255) | np.int32(bits[f] < 0)
+            out[f] = _exp(c * _ln(clamped[f], bits[f]))
+    if bad:                                     # a non-finite bin: libm's value, as torch's
+        for f in range(n):
+            y = clamped[f]
+            if not (y < np.inf):
+                out[f] = np.log(y) if compress == 0.0 else y ** np.float32(compress)
+
+
+@njit(cache=True, nogil=True, fastmath={"contract"}, error_model="numpy")
+def sigmoid_(x):
+    """x <- 1 / (1 + e^-x) in place (NaN stays NaN; beyond |x| = 87 the clamp of _exp)."""
+    for f in range(x.shape[0]):
+        v = x[f]
+        x[f] = np.float32(1.0) / (np.float32(1.0) + _exp(-v)) if v == v else v
 
 
 @njit(cache=True, nogil=True, fastmath=_FASTMATH)
@@ -114,7 +200,7 @@ def frame(mag, wf, wi, sf, si, gates):
 
     Inner loops index arrays with the loop variable only (an offset index may be negative to
     numba, whose wrap-around check stops LLVM from vectorising: measured 5x slower)."""
-    front_wt, front_b, back_w, back_b, chan, pw2_bias, gw1t, gb1, gw2t, gb2, compress = \
+    front_wt, front_b, back_w, back_b, chan, pw2_bias, gw1, gb1, gw2t, gb2, compress = \
         _weight_views(wf, wi)
     pool, dw, mask, scratch, thresh = state_views(sf, wi)
     n_freq, B, H, k, R = wi[_F], wi[_B], wi[_H], wi[_K], wi[_R]
@@ -127,19 +213,21 @@ def frame(mag, wf, wi, sf, si, gates):
     zero = np.float32(0.0)
     h, h2, scores, z1, sort_buf = scratch[0, :B], scratch[1, :B], scratch[2, :H], scratch[3, :R], \
         scratch[4, :H]
-    # front-end: h = ReLU(W_f x + b_f), axpys over the residual channels, four bins per pass
+    # front-end: h = ReLU(W_f x + b_f), axpys over the residual channels, four bins per pass;
+    # the features first, into the mask row (the back-end writes the mask last)
+    feat = mask
+    features(mag, compress, scratch[0, :n_freq], feat)
     for b in range(B):
         h[b] = front_b[b]
     f = 0
     while f + 4 <= n_freq:                      # four bins at a time: one pass over h
-        x0, x1, x2, x3 = _feature(mag[f], compress), _feature(mag[f + 1], compress), \
-            _feature(mag[f + 2], compress), _feature(mag[f + 3], compress)
+        x0, x1, x2, x3 = feat[f], feat[f + 1], feat[f + 2], feat[f + 3]
         w0, w1, w2, w3 = front_wt[f], front_wt[f + 1], front_wt[f + 2], front_wt[f + 3]
         for b in range(B):
             h[b] += w0[b] * x0 + w1[b] * x1 + w2[b] * x2 + w3[b] * x3
         f += 4
     for f in range(f, n_freq):
-        x = _feature(mag[f], compress)
+        x = feat[f]
         wf_ = front_wt[f]
         for b in range(B):
             h[b] += wf_[b] * x
@@ -170,13 +258,10 @@ def frame(mag, wf, wi, sf, si, gates):
                 rj = ring[j]
                 for b in range(B):
                     h2[b] += rj[b]
-            for r in range(R):
-                z1[r] = gb1[i, r]
             for b in range(B):
-                w = gw1t[i, b]
-                x = h2[b] / np.float32(L)
-                for r in range(R):
-                    z1[r] += w[r] * x
+                h2[b] = h2[b] / np.float32(L)
+            for r in range(R):                      # R dot products over B: vectorised
+                z1[r] = gb1[i, r] + _dot(gw1[i, r], h2, B)
             for c in range(H):
                 scores[c] = gb2[i, c]
             for r in range(R):
@@ -251,8 +336,8 @@ def frame(mag, wf, wi, sf, si, gates):
             h[b] = h2[b]
     # back-end: mask = sigmoid(W_b h + b_b), one dot per bin
     for f in range(n_freq):
-        x = _dot(back_w[f], h, B) + back_b[f]
-        mask[f] = np.float32(1.0) / (np.float32(1.0) + np.exp(-x))
+        mask[f] = _dot(back_w[f], h, B) + back_b[f]
+    sigmoid_(mask)
     si[I_T] = t + 1
     si[I_OPEN] = n_open if gated else n_blocks * H
     si[I_COMPUTED] = computed

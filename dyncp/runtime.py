@@ -44,7 +44,7 @@ import numpy as np
 import torch
 
 from .kernel import (HEADER, I_ACTIVE, I_BYPASS, I_COMPUTED, I_OPEN, I_T, SCRATCH_ROWS, STATE,
-                     WEIGHTS, frame)
+                     WEIGHTS, frame, scratch_width)
 from .model import ConvFSENet, budget_code, require_causal
 
 MODES = ("sparse", "dense")
@@ -160,7 +160,8 @@ class SparseRuntime:
         self._state_shapes = {
             "pool": (self.n_blocks, self.pool_len, self.residual),
             "dw": (self.n_blocks, self.ring, self.hidden), "mask": (self.n_freq,),
-            "scratch": (SCRATCH_ROWS, max(self.residual, self.hidden, self.reduction)),
+            "scratch": (SCRATCH_ROWS, scratch_width(self.n_freq, self.residual, self.hidden,
+                                                    self.reduction)),
             "thresh": (self.n_blocks, self.hidden)}
         header = {"n_freq": self.n_freq, "residual": self.residual, "hidden": self.hidden,
                   "kernel": self.kernel, "reduction": self.reduction, "n_blocks": self.n_blocks,
@@ -182,7 +183,7 @@ class SparseRuntime:
         R = self.reduction
         stride = -(-(2 * B + k + _N_CONST) // 16) * 16
         shapes = {"front_wt": (F, B), "front_b": (B,), "back_w": (F, B), "back_b": (F,),
-                  "chan": (nb, H, stride), "pw2_bias": (nb, B), "gw1t": (nb, B, R),
+                  "chan": (nb, H, stride), "pw2_bias": (nb, B), "gw1": (nb, R, B),
                   "gb1": (nb, R), "gw2t": (nb, R, H), "gb2": (nb, H), "compress": (1,)}
         self._weights = w = _Packed(np.float32, shapes)
         v = w.views
@@ -208,7 +209,7 @@ class SparseRuntime:
             chan[:, 2 * B + k:2 * B + k + _N_CONST] = np.stack(consts, axis=1)
             v["pw2_bias"][i] = _np(blk.pw2.bias)
             if blk.gate is not None:
-                v["gw1t"][i] = _np(blk.gate.score1.weight)[:, :, 0].T
+                v["gw1"][i] = _np(blk.gate.score1.weight)[:, :, 0]
                 v["gb1"][i] = _np(blk.gate.score1.bias)
                 v["gw2t"][i] = _np(blk.gate.score2.weight)[:, :, 0].T
                 v["gb2"][i] = _np(blk.gate.score2.bias)

@@ -73,28 +73,28 @@ def _compile_feed(stamp: str):
     contents into the cache key, so a changed kernel.py or stream_dsp.py recompiles this loop."""
 
     @njit(cache=True, nogil=True)
-    def feed_frames(x, count, limit, record, tf, ti, af, ac, mag, wf, wi, sf, si, gates):
+    def feed_frames(x, count, limit, out, glog, tf, ti, af, ac, mag, wf, wi, sf, si, gates):
         """Push ``x`` into one stream and run every frame that becomes ready: :func:`analyse`, the
         network (:func:`frame`), :func:`synthesise`. ``count``: ``x`` is input (False: the end
-        padding of ``flush``); ``limit``: the most samples the stream emits in all; ``record``: copy
-        each frame's gates out. Returns (the samples now final [M] float32, the gates
-        [frames, n_blocks, H] uint8 (no frames unless ``record``), frames run); the frame count is
-        -n when n samples of ``x`` are NaN or Inf, and then nothing was done."""
+        padding of ``flush``); ``limit``: the most samples the stream emits in all. The caller's
+        buffers receive the samples now final (``out``, float32, room for
+        :func:`frames_bound` frames) and, when ``glog`` has rows, each frame's gates
+        ([frames, n_blocks, H] uint8). Returns (samples written to ``out``, frames run); the
+        frame count is -n when n samples of ``x`` are NaN or Inf, and then nothing was done.
+        [decided] Buffers from the caller, not arrays returned: numba boxes each returned array
+        into a new numpy object (~0.5 µs), a tenth of the streamer's own cost per frame."""
         stamp  # noqa: B018 (in the cache key: see _compile_feed)
-        n, hop = ti[0], ti[1]
+        n = ti[0]
         bad = nonfinite(x)
-        total = ac[HELD] + x.shape[0]
-        ready = (total - n) // hop + 1 if total >= n and not bad else 0
-        out = np.empty(ready * hop, np.float32)
-        glog = np.empty((ready if record else 0, gates.shape[0], gates.shape[1]), np.uint8)
         if bad:
-            return out, glog, -bad
+            return 0, -bad
+        record = glog.shape[0] > 0
         mask = state_views(sf, wi)[2]
         i, o, frames = 0, 0, 0
         while True:
             i = push(x, i, af, ac, n, count)
             if ac[HELD] < n:
-                return out[:o], glog, frames
+                return o, frames
             analyse(af, ac, tf, ti, mag)
             frame(mag, wf, wi, sf, si, gates)
             ac[OPEN] += si[I_OPEN]
@@ -104,6 +104,12 @@ def _compile_feed(stamp: str):
             frames += 1
 
     return feed_frames
+
+
+def frames_bound(samples: int, hop: int) -> int:
+    """The most frames that ``samples`` new samples can complete (the stream holds fewer than
+    ``n_fft`` before them)."""
+    return samples // hop + 1
 
 
 feed_frames = _compile_feed(hashlib.sha256(b"".join(
@@ -161,6 +167,7 @@ class Streamer:
             else SparseRuntime(model, engine)
         self.record_gates, self.record_times = record_gates, record_times
         self._log = record_gates and self.gated
+        self._no_glog = np.empty((0, 1, 1), np.uint8)     # feed_frames records no gates
         self.budget = StreamBudget(cfg, self.runtime, phi, budget, governor, record_macs)
         self.reset()
 
@@ -175,6 +182,10 @@ class Streamer:
         (or the governor, restarted) stays."""
         self.state = self.initial_state()
         self.stats = StreamStats(self.state.stft.counters, self.cfg)
+        st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
+        # feed_frames' arguments after the samples and buffers, gathered once (the hot path)
+        self._args = None if rt is None else (t.f, t.i, st.f, st.counters, st.mag, rt.wf, rt.wi,
+                                              net.f, net.i, net.gates)
         self._gates: list[np.ndarray] = []       # [frames, n_blocks, H] per call
         self._flushed = False
         self.budget.start(self.stats, self.state.net)
@@ -220,23 +231,32 @@ class Streamer:
 
     # -- frames -----------------------------------------------------------------------------------
     def _run(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
-        """Push ``x`` and run the frames that become ready; returns the samples now final."""
-        if self.runtime is None:
+        """Push ``x`` and run the frames that become ready; returns the samples now final.
+        [decided] Lean: ~1.2 µs of Python around the compiled loop (it was 2.9 µs)."""
+        if self._args is None:
             return self._run_torch(x, count, limit)
         if self.budget.per_frame:
             return self._run_frames(x, count, limit)
-        st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
+        bound = frames_bound(x.shape[0], self.hop)
+        out, glog = np.empty(bound * self.hop, np.float32), self._glog(bound)
         t0 = time.perf_counter()
-        out, glog, frames = feed_frames(x, count, limit, self._log, t.f, t.i, st.f, st.counters,
-                                        st.mag, rt.wf, rt.wi, net.f, net.i, net.gates)
+        o, frames = feed_frames(x, count, limit, out, glog, *self._args)
         dt = time.perf_counter() - t0
-        if frames < 0:
+        if frames > 0:
+            self._timed(frames, dt)
+            if self.state.net.i[I_BYPASS]:
+                self.stats.bypassed += frames
+            if self._log:
+                self._gates.append(glog[:frames])
+        elif frames < 0:
             raise AudioError(f"Streamer.feed: {-frames} sample(s) are NaN or Inf")
-        self._timed(frames, dt)
-        self.stats.bypassed += frames * int(net.i[I_BYPASS])
-        if glog.shape[0]:
-            self._gates.append(glog)
-        return out
+        return out[:o]
+
+    def _glog(self, frames: int) -> np.ndarray:
+        """The buffer feed_frames copies each frame's gates into (none unless recorded)."""
+        if not self._log:
+            return self._no_glog
+        return np.empty((frames, *self.state.net.gates.shape), np.uint8)
 
     def _run_frames(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
         """:meth:`_run` one frame per compiled call, so that the budget may change between any
@@ -244,21 +264,23 @@ class Streamer:
         bad = nonfinite(x)
         if bad:
             raise AudioError(f"Streamer.feed: {bad} sample(s) are NaN or Inf")
-        st, net, t, rt = self.state.stft, self.state.net, self.tables, self.runtime
+        st, net = self.state.stft, self.state.net
         outs, i, c = [], 0, st.counters
         while True:
             j = i + max(self.n_fft - int(c[HELD]), 1)
             t0 = time.perf_counter()
-            out, glog, frames = feed_frames(x[i:j], count, limit, self._log, t.f, t.i, st.f, c,
-                                            st.mag, rt.wf, rt.wi, net.f, net.i, net.gates)
+            xi = x[i:j]
+            bound = frames_bound(xi.shape[0], self.hop)
+            out, glog = np.empty(bound * self.hop, np.float32), self._glog(bound)
+            o, frames = feed_frames(xi, count, limit, out, glog, *self._args)
             dt = time.perf_counter() - t0
-            outs.append(out)
+            outs.append(out[:o])
             if frames:
                 self._timed(frames, dt)
                 bypass = bool(net.i[I_BYPASS])
                 self.stats.bypassed += bypass
                 if glog.shape[0]:
-                    self._gates.append(glog)
+                    self._gates.append(glog[:frames])
                 self.budget.frame_done(int(net.i[I_OPEN]), bypass, dt, st.mag)
             i = j
             if i >= x.shape[0]:

@@ -165,7 +165,7 @@ def test_phi_zero_runs_no_gate(model, signal, engine):
             s = Streamer(m, engine, phi=phi)
         else:
             s = Streamer(model, engine, phi=phi)
-            for w in (s.runtime.gw1t, s.runtime.gb1, s.runtime.gw2t, s.runtime.gb2):
+            for w in (s.runtime.gw1, s.runtime.gb1, s.runtime.gw2t, s.runtime.gb2):
                 w[:] = np.nan
         return s.process(signal, chunk=200), s
 
