@@ -34,9 +34,9 @@ def enhance_tensor(model: ConvFSENet, wav: torch.Tensor, phi=None
     return istft(mask * spec, cfg, length=wav.shape[-1]), gates
 
 
-# An input this far outside the mixture levels a model was trained at draws a warning: the shipped
-# static model (trained at -35..-15 dBFS) holds its quality from -40 to -10 dBFS and falls under
-# its noisy input at -50 (docs/training.md, "Input level").
+# An input this far outside the mixture levels a model was trained at draws a warning: a static
+# model trained at -35..-15 dBFS held its quality from -40 to -10 dBFS and fell under its noisy
+# input at -50; trained at -50..-10 it holds from -50 to -10 (docs/training.md, "Input level").
 LEVEL_TOLERANCE_DB = 10.0
 
 

@@ -103,7 +103,8 @@ def _hidden(row, s, dwi, slots, now, c, B, k, c_off, on):
 # -- transcendentals, vectorised ------------------------------------------------------------------
 # [decided] The features' power (|X|^0.3: 257 powf a frame) and the mask's sigmoid (257 expf) in
 # polynomials over whole rows: LLVM vectorises these loops, where it calls scalar libm for
-# powf/expf (llvmlite's wheels carry no vector math library): measured 1.86 µs a frame scalar.
+# powf/expf (llvmlite's wheels carry no vector math library): 1.86 µs a frame scalar, measured
+# alone; inside the frame the gain is within run-to-run noise (~0.5 µs, docs/streaming.md).
 # Relative error <= 1e-6 against float32 libm (tests/test_runtime.py); no reassociation here,
 # so that the two-part ln 2 of the range reductions keeps its precision; numpy's error model
 # (a division by zero gives Inf, no check: the check's branch stops LLVM from vectorising).
