@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 
 from .atomic import write_json
 from .errors import DyncpError
@@ -41,6 +42,9 @@ _MODEL_HELP = ("model checkpoint (.pt) or shipped model name (see `dyncp models`
 
 def _models_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the list with full cards as JSON")
+    p.add_argument("--plot", metavar="PNG", help="also draw PESQ-WB against MMAC/s from the "
+                   "cards (dedicated models as points, a budget model as a curve; the figure "
+                   "of the demo report and docs/budget.md)")
 
 
 def _models_run(args: argparse.Namespace) -> int:
@@ -49,6 +53,17 @@ def _models_run(args: argparse.Namespace) -> int:
     from .zoo import WEIGHTS_DIR, list_models
 
     models = list_models()
+    if args.plot:
+        from .report_zoo import quality_compute_figure, shipped_rows
+
+        rows = shipped_rows(models)
+        if not rows:
+            raise DyncpError(f"--plot: no shipped model in {WEIGHTS_DIR} has development-set "
+                             "scores in its card (`dyncp ship --dev` writes them)")
+        noisy = next(((m["card"].get("dev") or {}).get("noisy_pesq_wb") for m in models
+                      if (m["card"].get("dev") or {}).get("noisy_pesq_wb") is not None), None)
+        quality_compute_figure(rows, args.plot, references={"noisy input": noisy})
+        print(f"wrote {args.plot}", file=sys.stderr)
     if args.json:
         print(json.dumps(models, indent=2))
         return 0

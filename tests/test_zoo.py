@@ -99,6 +99,18 @@ def test_card_and_models_command(weights, capsys):
     assert zoo.card("tinyship")["dev"] == {"pesq_wb": 2.5} and zoo.card("tinyship")["name"]
 
 
+def test_models_plot_draws_the_cards_or_says_why_not(weights, tmp_path, capsys):
+    d, _ = weights
+    assert main(["models", "--plot", str(tmp_path / "none.png")]) != 0
+    assert "no shipped model" in capsys.readouterr().err
+    assert not (tmp_path / "none.png").exists()
+    zoo.set_card(d / "tinyship.pt", {"dev": {"pesq_wb": 2.5, "stoi": 0.9, "si_sdr": 10.0,
+                                             "mmac_per_s": 3.0, "phi": 0.5,
+                                             "noisy_pesq_wb": 1.5}})
+    assert main(["models", "--plot", str(tmp_path / "m.png")]) == 0
+    assert (tmp_path / "m.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_ship_refuses_bad_names_and_big_files(weights, monkeypatch):
     d, src = weights
     with pytest.raises(CheckpointError, match="letters"):
