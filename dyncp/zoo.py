@@ -142,6 +142,7 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
     Returns (path, card)."""
     import datetime
 
+    from .atomic import atomic_path
     from .checkpoint import MODEL_FORMAT, MODEL_VERSION, init_record, load_dict, trained_totals
     from .evaluate import evaluate_checkpoint
 
@@ -197,7 +198,8 @@ def ship_scored(checkpoint: str | Path, name: str, dev: str, command: str, train
                     "mmac_per_s": r.get("dynamic_mmac_per_s")}
         set_card(path, updates)
         final = d / f"{name}.pt"
-        os.replace(path, final)
+        with atomic_path(final) as tmp:           # the permissions of the file it replaces
+            shutil.copyfile(path, tmp)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return final, card(final)
