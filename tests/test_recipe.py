@@ -1,6 +1,7 @@
 """The training recipe's pieces: several speech/noise folders, generated noise, babble, band-limited
 speech and noise, room reverberation (dyncp/data/mixing.py, dyncp/data/reverb.py), the EMA of the weights and the monitored set
-(dyncp/train.py), and the development-set breakdown (dyncp/devset.py)."""
+(dyncp/train.py), the development-set breakdown (dyncp/devset.py), and `make models` as the chain
+the shipped files came from."""
 
 from __future__ import annotations
 
@@ -334,3 +335,41 @@ def test_resume_on_another_thread_count(tmp_path, pairs_dir):
     with pytest.raises(ConfigError, match="train.lr"):
         T.train(_train_cfg(pairs_dir, "train.epochs=3", "train.lr=0.5"), tmp_path / "r",
                 resume=True, progress=False)
+
+
+def test_make_models_is_the_chain_the_shipped_files_came_from(tmp_path):
+    """`make models` (dry run): every config exists, every --init and teacher is a run an earlier
+    line trains, each shipped name is written from its level stage, and that stage's level range
+    is the one the shipped file was trained at (its embedded config)."""
+    import re
+    import shlex
+    import subprocess
+
+    from dyncp import zoo
+
+    root = Path(__file__).resolve().parents[1]
+    runs = tmp_path / "runs"
+    out = subprocess.run(["make", "-n", "--no-print-directory", "models", f"MODEL_RUNS={runs}"],
+                         cwd=root, capture_output=True, text=True, check=True).stdout
+    trained, shipped = {}, {}
+    for line in out.splitlines():
+        if " train " in line:
+            args = shlex.split(line[line.index("dyncp train"):].replace("$r", ""))
+            a = dict(zip(args, args[1:]))
+            assert (root / a["--config"]).is_file(), a["--config"]
+            sets = dict(v.split("=", 1) for k, v in zip(args, args[1:]) if k == "--set")
+            for dep in [a.get("--init"), sets.get("train.teacher")]:
+                if dep:
+                    assert Path(dep).parent.name in trained, f"{dep} is trained by no earlier line"
+            trained[Path(a["--run-dir"]).name] = sets
+        elif " ship " in line:
+            args = shlex.split(line)
+            a = dict(zip(args, args[1:]))
+            shipped[a["--name"]] = Path(args[args.index("ship") + 1]).parent.name
+    assert set(shipped) == set(zoo.shipped_names())
+    for name, run in shipped.items():
+        assert run == f"{name}_levels" and run in trained
+        cfg = load_model(name)[0].cfg.data
+        lo, hi = float(trained[run]["data.level_min"]), float(trained[run]["data.level_max"])
+        assert (lo, hi) == (cfg.level_min, cfg.level_max), name
+    assert re.search(r"static_levels/best\.pt", trained["dyncp75_levels"]["train.teacher"])
