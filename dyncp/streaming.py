@@ -237,8 +237,7 @@ class Streamer:
             return self._run_torch(x, count, limit)
         if self.budget.per_frame:
             return self._run_frames(x, count, limit)
-        bound = frames_bound(x.shape[0], self.hop)
-        out, glog = np.empty(bound * self.hop, np.float32), self._glog(bound)
+        out, glog = self._buffers(x.shape[0])
         t0 = time.perf_counter()
         o, frames = feed_frames(x, count, limit, out, glog, *self._args)
         dt = time.perf_counter() - t0
@@ -252,11 +251,13 @@ class Streamer:
             raise AudioError(f"Streamer.feed: {-frames} sample(s) are NaN or Inf")
         return out[:o]
 
-    def _glog(self, frames: int) -> np.ndarray:
-        """The buffer feed_frames copies each frame's gates into (none unless recorded)."""
-        if not self._log:
-            return self._no_glog
-        return np.empty((frames, *self.state.net.gates.shape), np.uint8)
+    def _buffers(self, samples: int) -> tuple[np.ndarray, np.ndarray]:
+        """feed_frames' output buffers for ``samples`` new samples: room for the samples that
+        become final and, when gates are recorded, for each frame's gates."""
+        bound = frames_bound(samples, self.hop)
+        glog = (np.empty((bound, *self.state.net.gates.shape), np.uint8) if self._log
+                else self._no_glog)
+        return np.empty(bound * self.hop, np.float32), glog
 
     def _run_frames(self, x: np.ndarray, count: bool, limit: int) -> np.ndarray:
         """:meth:`_run` one frame per compiled call, so that the budget may change between any
@@ -270,8 +271,7 @@ class Streamer:
             j = i + max(self.n_fft - int(c[HELD]), 1)
             t0 = time.perf_counter()
             xi = x[i:j]
-            bound = frames_bound(xi.shape[0], self.hop)
-            out, glog = np.empty(bound * self.hop, np.float32), self._glog(bound)
+            out, glog = self._buffers(xi.shape[0])
             o, frames = feed_frames(xi, count, limit, out, glog, *self._args)
             dt = time.perf_counter() - t0
             outs.append(out[:o])
